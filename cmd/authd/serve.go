@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/authd/authd/authn"
+	"github.com/authd/authd/authn/fernet"
+	"github.com/authd/authd/authn/password"
+	"github.com/authd/authd/clientip"
+	"github.com/authd/authd/config"
+	authdhealth "github.com/authd/authd/health"
+	"github.com/authd/authd/jwks"
+	"github.com/authd/authd/migrations"
+	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/revocation"
+	"github.com/authd/authd/store/sqlstore"
+	"github.com/authd/authd/webserver"
+)
+
+// serve is the composition root: config → logger → store → Redis → services → listeners,
+// then a graceful shutdown when ctx ends (SIGINT/SIGTERM).
+func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+
+	if c.AutoMigrate {
+		if err := migrations.Up(ctx, c.DatabaseURL); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	st, err := sqlstore.Open(ctx, c.DatabaseURL, sqlstore.Options{MaxConns: c.DBMaxConns, Logger: log})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	log.Info("store opened", "backend", st.Dialect())
+
+	var rdb redis.UniversalClient
+	var redisCheck authdhealth.Check
+	if c.RedisURL != "" {
+		rdb, err = openRedis(c.RedisURL, c.RedisTimeout)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		redisCheck = func(ctx context.Context) error { return rdb.Ping(ctx).Err() }
+	} else {
+		log.Warn("REDIS_URL is unset: rate limits, session cache and revocations are in-process; run one replica only")
+	}
+
+	keyDir := filepath.Join(c.DataDir, "keys")
+	if c.AWSSSMEnabled {
+		if err := secretsFromSSM(ctx, &c); err != nil {
+			return err
+		}
+	}
+	keys, err := jwks.New(jwks.Source{
+		PrivatePEM: c.JWTPrivateKey, PublicPEM: c.JWTPublicKey,
+		PrivateFile: c.JWTPrivateKeyFile, PublicFile: c.JWTPublicKeyFile,
+		Dir: c.JWTKeysDir, DevDir: keyDir, AllowGenerate: !c.Production(),
+	}, jwks.Options{
+		Alg: c.JWTAlg, Issuer: c.JWTIssuer, Audience: c.JWTAudience,
+		AccessTTL: c.AccessTokenTTL, PreAuthTTL: c.PreAuthTTL, JWKSMaxAge: c.JWKSMaxAge,
+		Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go keys.Watch(ctx, hup)
+
+	fernetKey := c.FernetKey
+	if len(fernetKey) == 0 {
+		// Config refuses a missing FERNET_KEY in production; in dev one is kept under DATA_DIR.
+		if fernetKey, err = jwks.DevFernetKey(keyDir); err != nil {
+			return err
+		}
+		log.Warn("FERNET_KEY is unset: using a development key kept in " + keyDir)
+	}
+	box, err := fernet.ParseKeys(string(fernetKey))
+	if err != nil {
+		return usageError{"FERNET_KEY: " + err.Error()}
+	}
+
+	ips, err := clientip.New(c.TrustedProxies, c.ClientIPv6Prefix)
+	if err != nil {
+		return err
+	}
+	var limiter ratelimit.Limiter
+	var bus revocation.Bus
+	if rdb != nil {
+		if limiter, err = ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Timeout: c.RedisTimeout, Logger: log, Registerer: reg}); err != nil {
+			return err
+		}
+		bus = revocation.NewRedis(rdb, "", log)
+	} else {
+		if limiter, err = ratelimit.NewMemory(ratelimit.MemoryOptions{Registerer: reg}); err != nil {
+			return err
+		}
+		bus = revocation.NewMemory()
+	}
+	guard, err := ratelimit.NewGuard(limiter, ratelimit.GuardOptions{Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+
+	hasher, err := password.NewHasher(password.Options{
+		Params: password.Params{
+			Memory: uint32(c.Argon2MemoryKiB), Time: uint32(c.Argon2Time), Threads: uint8(c.Argon2Parallelism),
+		},
+		MaxConcurrent: c.Argon2MaxConcurrent, MaxWait: c.Argon2MaxWait, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	policy, err := password.NewPolicy(c.PasswordMinLength)
+	if err != nil {
+		return err
+	}
+	accounts, err := authn.New(authn.Deps{
+		Store: st, Hasher: hasher, Policy: policy, Tokens: keys, Bus: bus,
+		Secrets: fernet.Sealer{Box: box, Now: time.Now}, Logger: log, Registry: reg,
+	}, authn.Options{
+		RefreshTTL: c.RefreshTokenTTL, SessionTTL: c.SessionTTL,
+		LockoutThreshold: c.LockoutThreshold, LockoutDurations: c.LockoutDurations,
+		SingleSession: c.SingleSession, MFAIssuer: c.MFAIssuer,
+	})
+	if err != nil {
+		return err
+	}
+	defer accounts.Close()
+
+	mux := http.NewServeMux()
+	authdhealth.New(version, st.Ping, redisCheck, time.Second, log).Register(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /.well-known/jwks.json", keys.JWKSHandler())
+	mux.Handle("GET /.well-known/openid-configuration", keys.DiscoveryHandler(c.PublicURL))
+	authn.NewHandlers(accounts, guard, accountLimits(c), ips.Key, log).Register(mux)
+
+	handler := webserver.Handler(mux, webserver.Options{
+		Logger:      log,
+		Registerer:  reg,
+		ClientIP:    func(r *http.Request) string { return ips.FromRequest(r).String() },
+		HSTS:        c.HSTS,
+		CORSOrigins: c.CORSOrigins,
+	})
+
+	grpcSrv := grpc.NewServer()
+	healthSrv := health.NewServer()
+	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
+	reflection.Register(grpcSrv)
+
+	return runServers(ctx, log, c.ShutdownTimeout, c.HTTPAddr, handler, c.GRPCAddr, grpcSrv, healthSrv)
+}
+
+// runServers listens on both addresses (failing fast if either is taken), serves until ctx
+// ends or a server fails, then stops accepting and drains in-flight requests within timeout.
+func runServers(ctx context.Context, log *slog.Logger, timeout time.Duration,
+	httpAddr string, handler http.Handler, grpcAddr string, grpcSrv *grpc.Server, healthSrv *health.Server) error {
+	httpLis, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP_ADDR: %w", err)
+	}
+	grpcLis, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		httpLis.Close()
+		return fmt.Errorf("GRPC_ADDR: %w", err)
+	}
+	httpSrv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	errc := make(chan error, 2)
+	go func() {
+		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http server: %w", err)
+		}
+	}()
+	go func() {
+		if err := grpcSrv.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("grpc server: %w", err)
+		}
+	}()
+	log.Info("authd serving", "version", version, "http", httpLis.Addr().String(), "grpc", grpcLis.Addr().String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", timeout.String())
+	case runErr = <-errc:
+		log.Error("server failed; shutting down", "error", runErr)
+	}
+
+	healthSrv.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := httpSrv.Shutdown(sctx); err != nil {
+			log.Warn("http shutdown did not finish in time; closing", "error", err)
+			httpSrv.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		done := make(chan struct{})
+		go func() { grpcSrv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-sctx.Done():
+			log.Warn("grpc shutdown did not finish in time; stopping")
+			grpcSrv.Stop()
+		}
+	}()
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// accountLimits turns the configured limits into the account API's rules.
+func accountLimits(c config.Config) authn.Limits {
+	rule := func(class string) ratelimit.Rule {
+		r := ratelimit.Rule{Class: class, Limit: c.RateLimits[class]}
+		for _, s := range ratelimit.Settings() {
+			if s.Class == class {
+				r.FailClosed = s.FailClosed
+			}
+		}
+		return r
+	}
+	return authn.Limits{
+		LoginIP: rule(ratelimit.ClassLoginIP), LoginEmail: rule(ratelimit.ClassLoginEmail),
+		VerifyMFAIP: rule(ratelimit.ClassVerifyMFAIP), RegisterIP: rule(ratelimit.ClassRegisterIP),
+		RefreshIP: rule(ratelimit.ClassRefreshIP), APIUser: rule(ratelimit.ClassAPIUser),
+	}
+}
+
+// secretsFromSSM fills the keys and FERNET_KEY that the environment did not set from AWS
+// SSM Parameter Store.
+func secretsFromSSM(ctx context.Context, c *config.Config) error {
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	sec, err := jwks.FetchSSM(sctx, jwks.SSMOptions{Prefix: c.AWSSSMPrefix, Region: c.AWSRegion, EndpointURL: c.AWSEndpointURL})
+	if err != nil {
+		return fmt.Errorf("AWS SSM: %w", err)
+	}
+	if len(c.JWTPrivateKey) == 0 && c.JWTKeysDir == "" {
+		c.JWTPrivateKey, c.JWTPublicKey = sec.PrivateKeyPEM, sec.PublicKeyPEM
+	}
+	if len(c.FernetKey) == 0 {
+		c.FernetKey = sec.FernetKey
+	}
+	return nil
+}
+
+// openRedis builds a UniversalClient from REDIS_URL: redis:// or rediss:// for one server
+// (add ?addr=host:port for more cluster nodes), unix:// for a socket.
+func openRedis(rawURL string, timeout time.Duration) (redis.UniversalClient, error) {
+	o, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %v", err)
+	}
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:     []string{o.Addr},
+		DB:        o.DB,
+		Username:  o.Username,
+		Password:  o.Password,
+		TLSConfig: o.TLSConfig,
+		Protocol:  o.Protocol,
+		// The rate limiter bounds each take by its context; let the client honour it.
+		ContextTimeoutEnabled: true,
+		DialTimeout:           time.Second,
+		ReadTimeout:           max(timeout, 100*time.Millisecond),
+		WriteTimeout:          max(timeout, 100*time.Millisecond),
+		PoolSize:              o.PoolSize,
+	}), nil
+}
