@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/authd/authd/testenv"
+)
+
+// binary is the authd binary built once for these tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "authd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "authd")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building authd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cheap keeps Argon2id fast in these process-level tests.
+var cheap = []string{"ARGON2_MEMORY_KIB=8192", "ARGON2_TIME=1", "ARGON2_PARALLELISM=1"}
+
+// authd runs the binary in dir with only the given environment (plus PATH and HOME).
+func authd(t *testing.T, dir string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
+	return cmd
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// server is a running `authd serve`.
+type server struct {
+	cmd      *exec.Cmd
+	http     string
+	grpc     string
+	stderr   *bytes.Buffer
+	exitCode chan int
+}
+
+func startServer(t *testing.T, dir string, env ...string) *server {
+	t.Helper()
+	s := &server{http: freeAddr(t), grpc: freeAddr(t), stderr: &bytes.Buffer{}, exitCode: make(chan int, 1)}
+	env = append(env, "HTTP_ADDR="+s.http, "GRPC_ADDR="+s.grpc)
+	env = append(env, cheap...)
+	s.cmd = authd(t, dir, env, "serve")
+	s.cmd.Stderr = s.stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := s.cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		s.exitCode <- code
+	}()
+	t.Cleanup(func() {
+		_ = s.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("authd log:\n%s", s.stderr.String())
+		}
+	})
+	return s
+}
+
+// waitReady polls /health/ready until it answers want or the deadline passes.
+func (s *server) waitReady(t *testing.T, want int, within time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + s.http + "/health/ready")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+			if resp.StatusCode == want {
+				var doc map[string]any
+				_ = json.Unmarshal(body, &doc)
+				return doc
+			}
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("/health/ready did not answer %d within %v; last: %s", want, within, last)
+	return nil
+}
+
+func (s *server) call(t *testing.T, method, path, bearer string, body any) (int, map[string]any) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+s.http+path, r)
+	req.Header.Set("User-Agent", "authd-e2e")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var doc map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&doc)
+	return resp.StatusCode, doc
+}
+
+func (s *server) stop(t *testing.T) int {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-s.exitCode:
+		return code
+	case <-time.After(20 * time.Second):
+		t.Fatal("authd did not stop within 20 s of SIGTERM")
+		return -1
+	}
+}
+
+func TestBadConfigurationExitsTwoNamingTheVariable(t *testing.T) {
+	tests := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"bad DATABASE_URL", []string{"DATABASE_URL=mysql://db/authd"}, "DATABASE_URL:"},
+		{"unparsable duration", []string{"ACCESS_TOKEN_TTL=fifteen minutes"}, "ACCESS_TOKEN_TTL:"},
+		{"missing production secret", []string{"ENV=production", "DATABASE_URL=postgres://db/authd",
+			"REDIS_URL=redis://r:6379", "JWT_KEYS_DIR=/keys"}, "FERNET_KEY:"},
+		{"bad rate limit", []string{"RATE_LIMIT_LOGIN_IP=twenty"}, "RATE_LIMIT_LOGIN_IP:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cmd := authd(t, t.TempDir(), tt.env, "serve")
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != 2 {
+				t.Fatalf("exit: %v, want status 2; stderr:\n%s", err, stderr.String())
+			}
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "authd: config: "+tt.want) {
+				t.Fatalf("stderr = %q, want one line naming %s", stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestServeOnTheEmbeddedDefaultWithNoSetUp(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir)
+	doc := s.waitReady(t, http.StatusOK, 15*time.Second)
+	checks, _ := doc["checks"].(map[string]any)
+	if checks["database"] != "ok" || checks["redis"] != "disabled" {
+		t.Fatalf("ready body: %v", doc)
+	}
+	for _, f := range []string{"data/authd.db", "data/keys"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("embedded default did not create %s: %v", f, err)
+		}
+	}
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("exit status after SIGTERM = %d, want 0", code)
+	}
+}
+
+func TestServeOnPostgreSQLAndRedis(t *testing.T) {
+	dbURL := testenv.Postgres(t)
+	s := startServer(t, t.TempDir(), "DATABASE_URL="+dbURL, "REDIS_URL="+testenv.RedisURL())
+	doc := s.waitReady(t, http.StatusOK, 15*time.Second)
+	if checks, _ := doc["checks"].(map[string]any); checks["database"] != "ok" || checks["redis"] != "ok" {
+		t.Fatalf("ready body: %v", doc)
+	}
+
+	email := testenv.RandomName("e2e") + "@example.com"
+	pw := "a long enough passphrase for e2e"
+	if code, body := s.call(t, "POST", "/api/auth/register", "", map[string]any{"email": email, "password": pw}); code != 201 {
+		t.Fatalf("register: %d %v", code, body)
+	}
+	code, tok := s.call(t, "POST", "/api/auth/login", "", map[string]any{"email": email, "password": pw})
+	if code != 200 || tok["status"] != "AUTHENTICATED" {
+		t.Fatalf("login: %d %v", code, tok)
+	}
+	access, _ := tok["access_token"].(string)
+	if code, me := s.call(t, "GET", "/api/auth/me", access, nil); code != 200 || me["email"] != email {
+		t.Fatalf("me: %d %v", code, me)
+	}
+	code, next := s.call(t, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": tok["refresh_token"]})
+	if code != 200 || next["refresh_token"] == tok["refresh_token"] {
+		t.Fatalf("refresh: %d %v", code, next)
+	}
+	if code, body := s.call(t, "POST", "/api/auth/logout", next["access_token"].(string), nil); code != 204 {
+		t.Fatalf("logout: %d %v", code, body)
+	}
+	if code, _ := s.call(t, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": next["refresh_token"]}); code != 401 {
+		t.Fatalf("refresh after logout: %d, want 401", code)
+	}
+	if code, jwks := s.call(t, "GET", "/.well-known/jwks.json", "", nil); code != 200 || len(jwks["keys"].([]any)) == 0 {
+		t.Fatalf("jwks: %d %v", code, jwks)
+	}
+
+	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("grpc health: %v %v", hr, err)
+	}
+
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("exit status after SIGTERM = %d, want 0", code)
+	}
+}
+
+func TestReadinessFollowsPostgreSQLWithoutARestart(t *testing.T) {
+	pg := testenv.StartPostgresServer(t)
+	s := startServer(t, t.TempDir(), "DATABASE_URL="+pg.URL())
+	s.waitReady(t, http.StatusOK, 15*time.Second)
+
+	pg.Stop()
+	doc := s.waitReady(t, http.StatusServiceUnavailable, 10*time.Second)
+	checks, _ := doc["checks"].(map[string]any)
+	if doc["status"] != "not_ready" || !strings.HasPrefix(fmt.Sprint(checks["database"]), "error: ") {
+		t.Fatalf("not-ready body does not name the database: %v", doc)
+	}
+
+	pg.Start()
+	s.waitReady(t, http.StatusOK, 15*time.Second)
+}
+
+func TestMigrateAndKeysCommands(t *testing.T) {
+	dir := t.TempDir()
+	out, err := authd(t, dir, nil, "migrate", "up").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "schema version 1") {
+		t.Fatalf("migrate up: %v\n%s", err, out)
+	}
+	out, err = authd(t, dir, nil, "migrate", "down", "all").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "schema version 0") {
+		t.Fatalf("migrate down all: %v\n%s", err, out)
+	}
+	if out, err := authd(t, dir, nil, "migrate", "sideways").CombinedOutput(); err == nil {
+		t.Fatalf("migrate sideways succeeded:\n%s", out)
+	}
+
+	keyDir := filepath.Join(dir, "keys")
+	out, err = authd(t, dir, nil, "keys", "generate", "--dir", keyDir, "--alg", "ES256").CombinedOutput()
+	if err != nil {
+		t.Fatalf("keys generate: %v\n%s", err, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(keyDir, "*.pem"))
+	if len(files) != 2 {
+		t.Fatalf("keys generate wrote %v", files)
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v (%v), want 0600", f, fi.Mode().Perm(), err)
+		}
+	}
+	cmd := authd(t, dir, nil, "keys", "generate", "--bits", "1024")
+	if err := cmd.Run(); err == nil {
+		t.Fatal("a 1024-bit key was generated")
+	}
+}
