@@ -31,6 +31,7 @@ import (
 	authdhealth "github.com/authd/authd/health"
 	"github.com/authd/authd/jwks"
 	"github.com/authd/authd/migrations"
+	"github.com/authd/authd/openapi"
 	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/revocation"
 	"github.com/authd/authd/store/sqlstore"
@@ -161,6 +162,9 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
 	mux.Handle("GET /.well-known/jwks.json", keys.JWKSHandler())
 	mux.Handle("GET /.well-known/openid-configuration", keys.DiscoveryHandler(c.PublicURL))
 	authn.NewHandlers(accounts, guard, accountLimits(c), ips.Key, log).Register(mux)
+	if c.Debug {
+		openapi.Register(mux)
+	}
 
 	handler := webserver.Handler(mux, webserver.Options{
 		Logger:      log,
