@@ -43,7 +43,7 @@ func DecodeBytes(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
-	if !utf8.Valid(body) {
+	if !utf8.Valid(body) || loneSurrogate(body) {
 		return invalid("The body is not valid UTF-8.")
 	}
 	keys, err := scan(body)
@@ -167,6 +167,61 @@ func scanValue(dec *json.Decoder, depth int) error {
 		return nil
 	}
 	return invalid("The body is not valid JSON.")
+}
+
+// loneSurrogate reports whether body escapes a UTF-16 surrogate that is not half of a
+// pair (`"\ud800"`): encoding/json decodes it to U+FFFD, so two different passwords would
+// hash alike. Escapes are read as JSON reads them; `\\u` is an escaped backslash.
+func loneSurrogate(body []byte) bool {
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' || i+1 >= len(body) {
+			continue
+		}
+		i++
+		if body[i] != 'u' {
+			continue
+		}
+		r, ok := hex4(body, i+1)
+		if !ok {
+			continue // malformed: the decoder refuses it
+		}
+		i += 4
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true
+		case r >= 0xD800 && r <= 0xDBFF:
+			if i+6 >= len(body) || body[i+1] != '\\' || body[i+2] != 'u' {
+				return true
+			}
+			lo, ok := hex4(body, i+3)
+			if !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 6
+		}
+	}
+	return false
+}
+
+func hex4(b []byte, at int) (rune, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[at : at+4] {
+		r <<= 4
+		switch {
+		case '0' <= c && c <= '9':
+			r |= rune(c - '0')
+		case 'a' <= c && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case 'A' <= c && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // fieldNames returns the exact json names of dst's struct fields.

@@ -24,6 +24,10 @@ func TestDecodeRefusesWhatEncodingJSONWouldAccept(t *testing.T) {
 		field      string
 	}{
 		{"invalid UTF-8 in a string", "{\"email\":\"a@b.c\",\"password\":\"pass\xffword\"}", 400, "invalid_json", ""},
+		{"lone high surrogate escape", `{"password":"pass\ud800word"}`, 400, "invalid_json", ""},
+		{"lone low surrogate escape", `{"password":"pass\udc00word"}`, 400, "invalid_json", ""},
+		{"high surrogate then non-surrogate", `{"password":"\ud800\u0041"}`, 400, "invalid_json", ""},
+		{"high surrogate at the end", `{"password":"\udbff"}`, 400, "invalid_json", ""},
 		{"duplicate key", `{"email":"a@b.c","email":"x@y.z"}`, 400, "invalid_json", ""},
 		{"duplicate key nested", `{"email":"a@b.c","x":{"a":1,"a":2}}`, 400, "invalid_json", ""},
 		{"trailing data", `{"email":"a@b.c"} {}`, 400, "invalid_json", ""},
@@ -61,6 +65,13 @@ func TestDecodeAcceptsValidBodies(t *testing.T) {
 	}
 	if dst.Email != "a@b.c" || dst.Password != "pässwörd" || !dst.Remember {
 		t.Fatalf("decoded %+v", dst)
+	}
+	var pair loginRequest
+	if err := DecodeBytes([]byte(`{"password":"\ud83d\ude00 and \\ud800 and \u00e9"}`), &pair); err != nil {
+		t.Fatalf("a surrogate pair and an escaped backslash: %v", err)
+	}
+	if pair.Password != "😀 and \\ud800 and é" {
+		t.Fatalf("decoded %q", pair.Password)
 	}
 	var empty loginRequest
 	if err := DecodeBytes(nil, &empty); err != nil {
