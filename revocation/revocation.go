@@ -150,6 +150,9 @@ func (r *Redis) Subscribe(ctx context.Context, fn func(Message), onState func(bo
 func (r *Redis) listen(ctx context.Context, fn func(Message), onState func(bool)) error {
 	ps := r.client.Subscribe(ctx, r.channel)
 	defer ps.Close()
+	// ReceiveMessage does not watch ctx; closing the subscription is what ends it.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
 	// Receive the subscription confirmation so "connected" means connected.
 	if _, err := ps.Receive(ctx); err != nil {
 		return err
