@@ -2,8 +2,8 @@ package authn
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"time"
 	"unicode/utf8"
@@ -169,6 +169,10 @@ func (s *Service) Login(ctx context.Context, in LoginInput, m requestMeta) (Logi
 		ok, rehash, err = s.hasher.Verify(ctx, in.Password, u.PasswordHash)
 	}
 	if err != nil && !errors.Is(err, password.ErrTooLong) && !errors.Is(err, password.ErrInvalidUTF8) {
+		if !att.locked {
+			// Nothing was verified (overloaded, or the caller went away): not a failure.
+			s.releaseAttempt(ctx, email, att)
+		}
 		return LoginResult{}, s.hashErr(err)
 	}
 	if att.locked {
@@ -202,7 +206,9 @@ func (s *Service) Login(ctx context.Context, in LoginInput, m requestMeta) (Logi
 
 	if u.MFAEnabled {
 		// The failure count is cleared only when the second factor is in too, so a new
-		// login does not buy an attacker with the password fresh code guesses.
+		// login does not buy an attacker with the password fresh code guesses; but the
+		// right password is no failure, so this attempt is taken back.
+		s.releaseAttempt(ctx, email, att)
 		pre, err := s.startPreAuth(ctx, u, m)
 		if err != nil {
 			return LoginResult{}, err
@@ -223,7 +229,8 @@ func (s *Service) Login(ctx context.Context, in LoginInput, m requestMeta) (Logi
 type attempt struct {
 	locked     bool
 	retryAfter time.Duration
-	failures   int // failures before this attempt
+	failures   int  // failures before this attempt
+	lockedNow  bool // this attempt reached the threshold and set the lock
 }
 
 // reserveAttempt counts one attempt for email. While the email is locked nothing is
@@ -249,6 +256,7 @@ func (s *Service) reserveAttempt(ctx context.Context, email string, m requestMet
 			l.Level++
 			l.Failures = 0
 			lockedNow = true
+			att.lockedNow = true
 		}
 		l.UpdatedAt = now
 		return l, nil
@@ -261,6 +269,27 @@ func (s *Service) reserveAttempt(ctx context.Context, email string, m requestMet
 			map[string]any{"email": email}))
 	}
 	return att, nil
+}
+
+// releaseAttempt takes back an attempt counted by reserveAttempt that turned out not to be
+// a failure (the password was right but a second factor is due, or nothing was verified):
+// the failures before it stay, and a lock it set is lifted. A store error is logged: the
+// attempt then stays counted, which errs on the safe side.
+func (s *Service) releaseAttempt(ctx context.Context, email string, att attempt) {
+	now := s.now()
+	_, err := s.st.UpdateLockout(context.WithoutCancel(ctx), email, func(l store.Lockout) (store.Lockout, error) {
+		switch {
+		case att.lockedNow && l.LockedUntil != nil:
+			l.LockedUntil, l.Level, l.Failures = nil, max(l.Level-1, 0), att.failures
+		case l.Failures > 0:
+			l.Failures--
+		}
+		l.UpdatedAt = now
+		return l, nil
+	})
+	if err != nil {
+		s.log.Warn("taking back a login attempt failed; it stays counted", "error", err)
+	}
 }
 
 // clearLockout resets the count and escalation after a success.
@@ -414,18 +443,23 @@ func (s *Service) Refresh(ctx context.Context, token string, m requestMeta) (Tok
 	var refresh string
 	var next store.RefreshToken
 	err = s.st.InTx(ctx, func(tx store.Tx) error {
+		// Spend first, so the losers of a race stop before they lock anything else. (In
+		// PostgreSQL, inserting the successor takes a key-share lock on the session row;
+		// taken before the spend, the winner's session update would wait on the losers'
+		// locks while they wait on the token: a deadlock.)
+		nextID := newID()
+		if err := tx.SpendRefreshToken(ctx, rt.ID, nextID, now); err != nil {
+			return err
+		}
 		var err error
-		if refresh, next, err = s.newRefresh(ctx, tx, sess); err != nil {
-			return err
-		}
-		if err := tx.SpendRefreshToken(ctx, rt.ID, next.ID, now); err != nil {
-			return err
-		}
 		if sess, err = tx.UpdateSession(ctx, sess.ID, func(cur store.Session) (store.Session, error) {
 			cur.LastSeenAt = now
 			cur.IP = m.IP
 			return cur, nil
 		}); err != nil {
+			return err
+		}
+		if refresh, next, err = s.newRefreshID(ctx, tx, sess, nextID); err != nil {
 			return err
 		}
 		return s.audit.inTx(ctx, tx, s.audit.event(EventTokenRefreshed, u.ID, m, riskSignals{},
@@ -473,10 +507,12 @@ func (s *Service) Logout(ctx context.Context, p Principal, all bool, m requestMe
 	err := s.st.InTx(ctx, func(tx store.Tx) error {
 		var err error
 		if all {
-			if revoked, err = tx.RevokeUserSessions(ctx, p.User.ID, "", "logout_all", now); err != nil {
+			// The user row is locked before the sessions, in the order every other stamp
+			// rotation takes, so two of them cannot deadlock.
+			if u, err = s.rotateStamp(ctx, tx, p.User.ID, nil); err != nil {
 				return err
 			}
-			if u, err = s.rotateStamp(ctx, tx, p.User.ID, nil); err != nil {
+			if revoked, err = tx.RevokeUserSessions(ctx, p.User.ID, "", "logout_all", now); err != nil {
 				return err
 			}
 		} else {
@@ -554,6 +590,7 @@ func (s *Service) checkPassword(ctx context.Context, u store.User, pw string, m 
 	}
 	ok, _, err := s.hasher.Verify(ctx, pw, u.PasswordHash)
 	if err != nil && !errors.Is(err, password.ErrTooLong) && !errors.Is(err, password.ErrInvalidUTF8) {
+		s.releaseAttempt(ctx, u.Email, att)
 		return s.hashErr(err)
 	}
 	if !ok {

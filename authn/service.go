@@ -191,6 +191,11 @@ func (s *Service) issue(u store.User, sess store.Session, refresh string, refres
 
 // newRefresh creates (in tx) the next refresh token of a session, never outliving it.
 func (s *Service) newRefresh(ctx context.Context, tx store.Tx, sess store.Session) (token string, rt store.RefreshToken, err error) {
+	return s.newRefreshID(ctx, tx, sess, newID())
+}
+
+// newRefreshID is newRefresh with the id chosen by the caller.
+func (s *Service) newRefreshID(ctx context.Context, tx store.Tx, sess store.Session, id string) (token string, rt store.RefreshToken, err error) {
 	token, hash, err := newRefreshToken(s.rand)
 	if err != nil {
 		return "", store.RefreshToken{}, err
@@ -200,7 +205,7 @@ func (s *Service) newRefresh(ctx context.Context, tx store.Tx, sess store.Sessio
 	if exp.After(sess.ExpiresAt) {
 		exp = sess.ExpiresAt
 	}
-	rt = store.RefreshToken{ID: newID(), SessionID: sess.ID, TokenHash: hash, IssuedAt: now, ExpiresAt: exp}
+	rt = store.RefreshToken{ID: id, SessionID: sess.ID, TokenHash: hash, IssuedAt: now, ExpiresAt: exp}
 	if err := tx.CreateRefreshToken(ctx, rt); err != nil {
 		return "", store.RefreshToken{}, err
 	}
