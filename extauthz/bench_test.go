@@ -1,0 +1,287 @@
+package extauthz_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/authd/authd/extauthz"
+	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/revocation"
+	"github.com/authd/authd/testenv"
+)
+
+// benchEnv is a Checker as production builds it, with the clock real and the decision
+// log written (to nowhere), so the figures include the log line.
+func benchEnv(b *testing.B, mutate func(*extauthz.Config)) *env {
+	b.Helper()
+	real := manager(b, nil, testIssuer, testAudience)
+	e := newEnv(b, func(c *extauthz.Config) {
+		c.Now = nil
+		c.Verifier = real
+		c.DecisionLog = slog.New(slog.NewJSONHandler(io.Discard, nil))
+		c.UserLimit = ratelimit.Limit{Burst: ratelimit.MaxBurst, Period: time.Second}
+		c.IPLimit = ratelimit.Limit{Burst: ratelimit.MaxBurst, Period: time.Second}
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	// Tokens are signed and verified on the real clock.
+	e.mgr = real
+	return e
+}
+
+// BenchmarkCheckEmpty is the floor of Check's own machinery: a public route with no
+// rate limit (policy look-up, decision, metrics, log line).
+func BenchmarkCheckEmpty(b *testing.B) {
+	e := benchEnv(b, func(c *extauthz.Config) {
+		c.Policy = policy(b, "default: public\n")
+		c.Limiter = nil
+	})
+	req := bearerReq("")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := e.checker.Check(ctx, req); !d.Allow {
+			b.Fatal(d.Reason)
+		}
+	}
+}
+
+// BenchmarkCheckHot is the common case: a token seen before, its session state cached,
+// the in-process limiter: no RSA verify, no store, no network.
+func BenchmarkCheckHot(b *testing.B) {
+	e := benchEnv(b, nil)
+	tok := e.token(e.newUser())
+	req := bearerReq(tok)
+	ctx := context.Background()
+	if d := e.checker.Check(ctx, req); !d.Allow {
+		b.Fatal(d.Reason)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := e.checker.Check(ctx, req); !d.Allow {
+			b.Fatal(d.Reason)
+		}
+	}
+}
+
+// BenchmarkCheckHotRedis is the hot path as deployed: everything cached in process,
+// the one Redis round trip of the rate limit (EVALSHA) on the test Redis.
+func BenchmarkCheckHotRedis(b *testing.B) {
+	rdb, prefix := testenv.Redis(b)
+	lim, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := benchEnv(b, func(c *extauthz.Config) {
+		c.Limiter = lim
+		c.Redis, c.RedisPrefix = rdb, prefix
+	})
+	tok := e.token(e.newUser())
+	req := bearerReq(tok)
+	ctx := context.Background()
+	if d := e.checker.Check(ctx, req); !d.Allow {
+		b.Fatal(d.Reason)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := e.checker.Check(ctx, req); !d.Allow {
+			b.Fatal(d.Reason)
+		}
+	}
+}
+
+// BenchmarkCheckCold misses every cache: the token is verified (RSA-2048) and the
+// session state read from the source (in memory here, so the store's own latency is
+// not counted) on every check.
+func BenchmarkCheckCold(b *testing.B) {
+	e := benchEnv(b, func(c *extauthz.Config) {
+		c.TokenCacheSize = -1
+		c.SessionCacheTTL = time.Nanosecond
+	})
+	tok := e.token(e.newUser())
+	req := bearerReq(tok)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := e.checker.Check(ctx, req); !d.Allow {
+			b.Fatal(d.Reason)
+		}
+	}
+}
+
+// emptyAuthz answers every Check with OK at once: the ceiling of the gRPC transport.
+type emptyAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+var okResponse = &authv3.CheckResponse{Status: &rpcstatus.Status{Code: 0}}
+
+func (emptyAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return okResponse, nil
+}
+
+type loadResult struct {
+	name       string
+	requests   int
+	errors     int
+	elapsed    time.Duration
+	p50, p99   time.Duration
+	throughput float64
+}
+
+// drive sends reqs[i % len(reqs)] n times from conc workers over a few connections
+// to addr, and measures each call.
+func drive(b *testing.B, name, addr string, reqs []*authv3.CheckRequest, n, conc int) loadResult {
+	b.Helper()
+	const conns = 4
+	clients := make([]authv3.AuthorizationClient, conns)
+	for i := range clients {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cc.Close()
+		clients[i] = authv3.NewAuthorizationClient(cc)
+		// Connect and warm up before the clock starts.
+		for range 10 {
+			if _, err := clients[i].Check(context.Background(), reqs[0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	lat := make([][]time.Duration, conc)
+	errs := make([]int, conc)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := clients[w%conns]
+			req := reqs[w%len(reqs)]
+			mine := n / conc
+			if w < n%conc {
+				mine++
+			}
+			lat[w] = make([]time.Duration, 0, mine)
+			for range mine {
+				t := time.Now()
+				resp, err := client.Check(context.Background(), req)
+				lat[w] = append(lat[w], time.Since(t))
+				if err != nil || resp.GetStatus() == nil || resp.GetStatus().GetCode() != 0 {
+					errs[w]++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	r := loadResult{name: name, requests: len(all), elapsed: elapsed, throughput: float64(len(all)) / elapsed.Seconds()}
+	for _, e := range errs {
+		r.errors += e
+	}
+	if len(all) > 0 {
+		r.p50 = all[len(all)*50/100]
+		r.p99 = all[min(len(all)-1, len(all)*99/100)]
+	}
+	return r
+}
+
+func serveOn(b *testing.B, register func(*grpc.Server)) string {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	register(srv)
+	go func() { _ = srv.Serve(lis) }()
+	b.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// BenchmarkGRPCLoad is the load generator of `make bench`: it serves the Authorization
+// service on loopback (a real Checker: Redis rate limit, Redis session-state tier and
+// revocation subscription, decision log) and an empty Check server as the ceiling, and
+// drives each with the same fixed number of requests (AUTHD_BENCH_REQUESTS, default
+// 20000) at concurrency 64, one user per worker, all on warm caches. It prints
+// throughput, p50, p99 and errors of both and their ratio in one table.
+func BenchmarkGRPCLoad(b *testing.B) {
+	n := 20000
+	if s := os.Getenv("AUTHD_BENCH_REQUESTS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v <= 0 {
+			b.Fatalf("AUTHD_BENCH_REQUESTS=%q is not a positive number", s)
+		}
+		n = v
+	}
+	const conc = 64
+	rdb, prefix := testenv.Redis(b)
+	lim, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := benchEnv(b, func(c *extauthz.Config) {
+		c.Limiter = lim
+		c.Redis, c.RedisPrefix = rdb, prefix
+		c.Bus = revocation.NewRedis(rdb, prefix+"revocations", nil)
+		c.Registerer = nil
+	})
+	runChecker(b, e.checker, rdb)
+	reqs := make([]*authv3.CheckRequest, conc)
+	for i := range reqs {
+		reqs[i] = checkRequest("GET", "/orders?page=2", map[string]string{"authorization": "Bearer " + e.token(e.newUser())})
+	}
+	// The same Checker's decision without Redis on the hot path (in-process limiter):
+	// what the rate limit's round trip costs.
+	mem := benchEnv(b, func(c *extauthz.Config) { c.Registerer = nil })
+	memReqs := make([]*authv3.CheckRequest, conc)
+	for i := range memReqs {
+		memReqs[i] = checkRequest("GET", "/orders?page=2", map[string]string{"authorization": "Bearer " + mem.token(mem.newUser())})
+	}
+	emptyAddr := serveOn(b, func(s *grpc.Server) { authv3.RegisterAuthorizationServer(s, emptyAuthz{}) })
+	authdAddr := serveOn(b, func(s *grpc.Server) { extauthz.NewGRPCServer(e.checker).Register(s) })
+	memAddr := serveOn(b, func(s *grpc.Server) { extauthz.NewGRPCServer(mem.checker).Register(s) })
+
+	for range b.N {
+		ceiling := drive(b, "empty Check server", emptyAddr, reqs, n, conc)
+		real := drive(b, "authd Check", authdAddr, reqs, n, conc)
+		local := drive(b, "authd, no Redis", memAddr, memReqs, n, conc)
+		var t strings.Builder
+		fmt.Fprintf(&t, "\n%-20s %9s %7s %12s %10s %10s %10s\n", "server", "requests", "errors", "throughput", "p50", "p99", "ratio")
+		for _, r := range []loadResult{ceiling, real, local} {
+			fmt.Fprintf(&t, "%-20s %9d %7d %10.0f/s %10s %10s %9.2fx\n", r.name, r.requests, r.errors, r.throughput,
+				r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.throughput/ceiling.throughput)
+		}
+		fmt.Fprintf(&t, "(concurrency %d, GOMAXPROCS %d shared by client, server and Redis; ratio = throughput / the empty server's;\n"+
+			" \"authd Check\" is production: Redis rate limit (one EVALSHA) and Redis state tier; \"no Redis\" uses the in-process limiter)",
+			conc, runtime.GOMAXPROCS(0))
+		b.Log(t.String())
+		if real.errors > 0 {
+			b.Errorf("%d of %d checks failed or were denied", real.errors, real.requests)
+		}
+		b.ReportMetric(real.throughput, "checks/s")
+		b.ReportMetric(float64(real.p50.Microseconds()), "p50-µs")
+		b.ReportMetric(float64(real.p99.Microseconds()), "p99-µs")
+		b.ReportMetric(real.throughput/ceiling.throughput, "throughput-ratio")
+	}
+}
