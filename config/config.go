@@ -81,6 +81,17 @@ type Config struct {
 	// RateLimits holds every class of ratelimit.Settings, by class.
 	RateLimits             map[string]ratelimit.Limit
 	CheckFailOpenRateLimit bool
+
+	// The check path.
+	PolicyFile        string
+	AccessCookie      string
+	SessionCacheTTL   time.Duration
+	TokenCacheSize    int // 0 turns the verified-token cache off
+	DecisionLogSample float64
+	HeaderUserID      string
+	HeaderUserEmail   string
+	HeaderSessionID   string
+	HeaderAuthMFA     string
 }
 
 // Production reports whether ENV=production.
@@ -159,6 +170,16 @@ func Load(getenv func(string) string) (Config, error) {
 		c.RateLimits[s.Class] = l.limit(s.Variable, s.Default)
 	}
 	c.CheckFailOpenRateLimit = l.bool("CHECK_FAIL_OPEN_RATE_LIMIT", false)
+
+	c.PolicyFile = l.str("POLICY_FILE", "")
+	c.AccessCookie = l.token("ACCESS_COOKIE", "access_token")
+	c.SessionCacheTTL = l.duration("SESSION_CACHE_TTL", 5*time.Second)
+	c.TokenCacheSize = l.intRange("TOKEN_CACHE_SIZE", 10000, 0, 10_000_000)
+	c.DecisionLogSample = l.fraction("DECISION_LOG_SAMPLE", 1)
+	c.HeaderUserID = l.token("HEADER_USER_ID", "X-User-Id")
+	c.HeaderUserEmail = l.token("HEADER_USER_EMAIL", "X-User-Email")
+	c.HeaderSessionID = l.token("HEADER_SESSION_ID", "X-Session-Id")
+	c.HeaderAuthMFA = l.token("HEADER_AUTH_MFA", "X-Auth-MFA")
 
 	if prod {
 		keyed := len(c.JWTPrivateKey) > 0 || c.JWTKeysDir != "" || c.AWSSSMEnabled
@@ -366,6 +387,32 @@ func (l *loader) redisURL(name string, prod bool) string {
 		return ""
 	}
 	return v
+}
+
+// token reads an HTTP token (a header or cookie name): letters, digits and !#$%&'*+-.^_`|~.
+func (l *loader) token(name, def string) string {
+	v := l.str(name, def)
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			l.fail(name, "%q is not a valid header or cookie name", v)
+			return def
+		}
+	}
+	return v
+}
+
+func (l *loader) fraction(name string, def float64) float64 {
+	v, ok := l.raw(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || f > 1 {
+		l.fail(name, "%q is not a number from 0 to 1", v)
+		return def
+	}
+	return f
 }
 
 func (l *loader) limit(name, def string) ratelimit.Limit {

@@ -28,12 +28,14 @@ import (
 	"github.com/authd/authd/authn/password"
 	"github.com/authd/authd/clientip"
 	"github.com/authd/authd/config"
+	"github.com/authd/authd/extauthz"
 	authdhealth "github.com/authd/authd/health"
 	"github.com/authd/authd/jwks"
 	"github.com/authd/authd/migrations"
 	"github.com/authd/authd/openapi"
 	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/revocation"
+	"github.com/authd/authd/store"
 	"github.com/authd/authd/store/sqlstore"
 	"github.com/authd/authd/webserver"
 )
@@ -166,17 +168,31 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
 		openapi.Register(mux)
 	}
 
-	handler := webserver.Handler(mux, webserver.Options{
+	checker, err := newChecker(ctx, c, log, reg, hup, keys, st, bus, rdb, limiter, ips)
+	if err != nil {
+		return err
+	}
+	// The subscription ends when ctx does; it must not outlive the Redis client.
+	subCtx, stopSub := context.WithCancel(ctx)
+	subDone := make(chan struct{})
+	go func() { checker.Run(subCtx); close(subDone) }()
+	defer func() { stopSub(); <-subDone }()
+
+	// extauthz.Mount sits outside everything else: Envoy's HTTP mode sends the original
+	// path raw (ServeMux would redirect `//` and `..`), and a CORS preflight bound for an
+	// upstream must reach the check, not the API's own CORS answer.
+	handler := extauthz.Mount(webserver.Handler(mux, webserver.Options{
 		Logger:      log,
 		Registerer:  reg,
 		ClientIP:    func(r *http.Request) string { return ips.FromRequest(r).String() },
 		HSTS:        c.HSTS,
 		CORSOrigins: c.CORSOrigins,
-	})
+	}), checker)
 
 	grpcSrv := grpc.NewServer()
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
+	extauthz.NewGRPCServer(checker).Register(grpcSrv)
 	reflection.Register(grpcSrv)
 
 	return runServers(ctx, log, c.ShutdownTimeout, c.HTTPAddr, handler, c.GRPCAddr, grpcSrv, healthSrv)
@@ -253,6 +269,43 @@ func runServers(ctx context.Context, log *slog.Logger, timeout time.Duration,
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// newChecker builds the check path: route policy (reloaded on change and SIGHUP), local
+// token verification, session state from the store through the caches, per-user and
+// per-IP limits.
+func newChecker(ctx context.Context, c config.Config, log *slog.Logger, reg prometheus.Registerer, hup <-chan os.Signal,
+	keys *jwks.Manager, st store.Store, bus revocation.Bus, rdb redis.UniversalClient,
+	limiter ratelimit.Limiter, ips *clientip.Resolver) (*extauthz.Checker, error) {
+	var policy extauthz.PolicySource
+	if c.PolicyFile != "" {
+		pf, err := extauthz.OpenPolicyFile(c.PolicyFile, log)
+		if err != nil {
+			return nil, usageError{"POLICY_FILE: " + err.Error()}
+		}
+		go pf.Watch(ctx, hup, 0)
+		policy = pf
+	}
+	tokenCache := c.TokenCacheSize
+	if tokenCache == 0 {
+		tokenCache = -1 // TOKEN_CACHE_SIZE=0 turns the cache off
+	}
+	var decisions *slog.Logger
+	if c.DecisionLogSample > 0 {
+		decisions = log
+	}
+	return extauthz.New(extauthz.Config{
+		Verifier: keys, Sessions: extauthz.StoreSource{Store: st}, Bus: bus, Redis: rdb,
+		RedisTimeout: c.RedisTimeout,
+		Limiter:      limiter,
+		UserLimit:    c.RateLimits[ratelimit.ClassCheckUser], IPLimit: c.RateLimits[ratelimit.ClassCheckIP],
+		FailOpenRateLimit: c.CheckFailOpenRateLimit, IPBucket: ips.BucketKey, Policy: policy,
+		Headers: extauthz.HeaderNames{
+			UserID: c.HeaderUserID, Email: c.HeaderUserEmail, SessionID: c.HeaderSessionID, MFA: c.HeaderAuthMFA,
+		},
+		AccessCookie: c.AccessCookie, SessionCacheTTL: c.SessionCacheTTL, TokenCacheSize: tokenCache,
+		DecisionLog: decisions, DecisionLogSample: c.DecisionLogSample, Logger: log, Registerer: reg,
+	})
 }
 
 // accountLimits turns the configured limits into the account API's rules.
