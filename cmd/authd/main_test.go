@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -221,8 +223,9 @@ func TestServeOnPostgreSQLAndRedis(t *testing.T) {
 
 	email := testenv.RandomName("e2e") + "@example.com"
 	pw := "a long enough passphrase for e2e"
-	if code, body := s.call(t, "POST", "/api/auth/register", "", map[string]any{"email": email, "password": pw}); code != 201 {
-		t.Fatalf("register: %d %v", code, body)
+	code, account := s.call(t, "POST", "/api/auth/register", "", map[string]any{"email": email, "password": pw})
+	if code != 201 {
+		t.Fatalf("register: %d %v", code, account)
 	}
 	code, tok := s.call(t, "POST", "/api/auth/login", "", map[string]any{"email": email, "password": pw})
 	if code != 200 || tok["status"] != "AUTHENTICATED" {
@@ -236,8 +239,75 @@ func TestServeOnPostgreSQLAndRedis(t *testing.T) {
 	if code != 200 || next["refresh_token"] == tok["refresh_token"] {
 		t.Fatalf("refresh: %d %v", code, next)
 	}
-	if code, body := s.call(t, "POST", "/api/auth/logout", next["access_token"].(string), nil); code != 204 {
+	access = next["access_token"].(string)
+
+	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	authz := authv3.NewAuthorizationClient(conn)
+	check := func() *authv3.CheckResponse {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := authz.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "GET", Host: "app.example", Path: "/orders?page=2", Scheme: "https",
+				Headers: map[string]string{"authorization": "Bearer " + access, "x-user-id": "spoofed"},
+			}},
+		}})
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		return resp
+	}
+	resp := check()
+	if resp.GetStatus().GetCode() != 0 || resp.GetOkResponse() == nil {
+		t.Fatalf("Check with a live token: %v", resp)
+	}
+	var userID string
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		if strings.EqualFold(h.GetHeader().GetKey(), "x-user-id") {
+			userID = h.GetHeader().GetValue()
+		}
+	}
+	if userID != account["id"] {
+		t.Fatalf("Check did not set X-User-Id: %v", resp.GetOkResponse())
+	}
+
+	fa, _ := http.NewRequest("GET", "http://"+s.http+"/authz/forward-auth", nil)
+	fa.Header.Set("Authorization", "Bearer "+access)
+	fa.Header.Set("X-Forwarded-Method", "GET")
+	fa.Header.Set("X-Forwarded-Proto", "https")
+	fa.Header.Set("X-Forwarded-Host", "app.example")
+	fa.Header.Set("X-Forwarded-Uri", "/orders")
+	faResp, err := http.DefaultClient.Do(fa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faResp.Body.Close()
+	if faResp.StatusCode != 200 || faResp.Header.Get("X-User-Id") != userID {
+		t.Fatalf("forward-auth: %d X-User-Id=%q, want 200 and %q", faResp.StatusCode, faResp.Header.Get("X-User-Id"), userID)
+	}
+
+	if code, body := s.call(t, "POST", "/api/auth/logout", access, nil); code != 204 {
 		t.Fatalf("logout: %d %v", code, body)
+	}
+	// The logout reaches the check path's cache through the revocation channel.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		resp = check()
+		if resp.GetDeniedResponse().GetStatus().GetCode() == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Check still answers %v 2 s after logout", resp)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if resp.GetStatus().GetCode() != int32(codes.Unauthenticated) {
+		t.Fatalf("Check after logout: grpc status %d, want UNAUTHENTICATED", resp.GetStatus().GetCode())
 	}
 	if code, _ := s.call(t, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": next["refresh_token"]}); code != 401 {
 		t.Fatalf("refresh after logout: %d, want 401", code)
@@ -246,11 +316,6 @@ func TestServeOnPostgreSQLAndRedis(t *testing.T) {
 		t.Fatalf("jwks: %d %v", code, jwks)
 	}
 
-	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
