@@ -56,8 +56,8 @@ func (s *Service) Register(ctx context.Context, in RegisterInput, m requestMeta)
 			errs = append(errs, problem.FieldError{Field: "password", Message: "is not acceptable"})
 		}
 	}
-	if utf8.RuneCountInString(in.FullName) > maxFullNameRunes {
-		errs = append(errs, problem.FieldError{Field: "full_name", Message: "must be at most 200 characters"})
+	if err := checkText(in.FullName, maxFullNameRunes); err != nil {
+		errs = append(errs, problem.FieldError{Field: "full_name", Message: err.Error()})
 	}
 	if len(errs) > 0 {
 		return Account{}, &ValidationError{Fields: errs}
@@ -126,12 +126,15 @@ func (s *Service) Login(ctx context.Context, in LoginInput, m requestMeta) (Logi
 	var errs []problem.FieldError
 	if in.Email == "" {
 		errs = append(errs, problem.FieldError{Field: "email", Message: "is required"})
+	} else if err := checkEmail(email); err != nil {
+		// The shape alone is judged, the same for every address: nothing about accounts.
+		errs = append(errs, problem.FieldError{Field: "email", Message: err.Error()})
 	}
 	if in.Password == "" {
 		errs = append(errs, problem.FieldError{Field: "password", Message: "is required"})
 	}
-	if utf8.RuneCountInString(in.DeviceName) > 100 {
-		errs = append(errs, problem.FieldError{Field: "device_name", Message: "must be at most 100 characters"})
+	if err := checkText(in.DeviceName, 100); err != nil {
+		errs = append(errs, problem.FieldError{Field: "device_name", Message: err.Error()})
 	}
 	if len(errs) > 0 {
 		return LoginResult{}, &ValidationError{Fields: errs}
@@ -418,6 +421,14 @@ func (s *Service) Refresh(ctx context.Context, token string, m requestMeta) (Tok
 		return TokenResponse{}, ErrTokenReused
 	}
 	if !now.Before(rt.ExpiresAt) {
+		// A token ended before its natural end was retired by a stamp rotation.
+		natural := rt.IssuedAt.Add(s.opts.RefreshTTL)
+		if natural.After(sess.ExpiresAt) {
+			natural = sess.ExpiresAt
+		}
+		if rt.ExpiresAt.Before(natural) {
+			return TokenResponse{}, ErrSessionRevoked
+		}
 		return TokenResponse{}, ErrInvalidToken
 	}
 	if sess.RevokedAt != nil {
@@ -429,11 +440,6 @@ func (s *Service) Refresh(ctx context.Context, token string, m requestMeta) (Tok
 	u, err := s.st.GetUser(ctx, sess.UserID)
 	if err != nil {
 		return TokenResponse{}, err
-	}
-	// A stamp rotation invalidates every refresh token issued before it (the stamp is a
-	// UUIDv7 made at the rotation). Stamp times have millisecond precision.
-	if rt.IssuedAt.Before(stampTime(u.SecurityStamp).Truncate(time.Millisecond)) {
-		return TokenResponse{}, ErrSessionRevoked
 	}
 	if subtle.ConstantTimeCompare([]byte(sess.Fingerprint), []byte(m.Fingerprint)) != 1 {
 		s.revokeSession(ctx, sess, "fingerprint_mismatch", EventHijackSuspected, m)
@@ -493,8 +499,18 @@ func (s *Service) revokeSession(ctx context.Context, sess store.Session, reason,
 			map[string]any{"session_id": sess.ID, "reason": reason}))
 	})
 	if err != nil {
-		s.log.Error("revoking a session failed", "session_id", sess.ID, "reason", reason, "error", err)
-		return
+		// The revocation matters more than writing it down in the same transaction.
+		s.log.Error("revoking a session with its audit row failed; revoking alone", "session_id", sess.ID, "reason", reason, "error", err)
+		if _, err := s.st.UpdateSession(context.WithoutCancel(ctx), sess.ID, func(cur store.Session) (store.Session, error) {
+			if cur.RevokedAt == nil {
+				cur.RevokedAt, cur.RevokeReason = &now, reason
+			}
+			return cur, nil
+		}); err != nil {
+			s.log.Error("revoking a session failed", "session_id", sess.ID, "reason", reason, "error", err)
+			return
+		}
+		s.audit.async(s.audit.event(event, sess.UserID, m, riskSignals{}, map[string]any{"session_id": sess.ID, "reason": reason}))
 	}
 	s.publish(revocation.SessionRevoked(sess.ID))
 }
@@ -585,6 +601,15 @@ func (s *Service) checkPassword(ctx context.Context, u store.User, pw string, m 
 	if err != nil {
 		return err
 	}
+	if err := s.verifyPassword(ctx, u, pw, m, att); err != nil {
+		return err
+	}
+	return s.clearLockout(ctx, u.Email)
+}
+
+// verifyPassword checks pw after the attempt was counted; it clears nothing, so a caller
+// that needs a second proof (mfa/disable) clears the count only when both are in.
+func (s *Service) verifyPassword(ctx context.Context, u store.User, pw string, m requestMeta, att attempt) error {
 	if att.locked {
 		return &LockedError{RetryAfter: att.retryAfter}
 	}
@@ -598,7 +623,7 @@ func (s *Service) checkPassword(ctx context.Context, u store.User, pw string, m 
 			map[string]any{"reason": "wrong_password"}))
 		return ErrInvalidCredentials
 	}
-	return s.clearLockout(ctx, u.Email)
+	return nil
 }
 
 // rotateForCaller rotates the stamp (applying change to the user, and extra writes when
@@ -623,6 +648,10 @@ func (s *Service) rotateForCaller(ctx context.Context, p Principal, m requestMet
 			}
 		}
 		if revoked, err = tx.RevokeUserSessions(ctx, u.ID, sess.ID, "security_stamp_rotated", now); err != nil {
+			return err
+		}
+		// The caller's session lives on with a new refresh token; every older one ends.
+		if err := tx.ExpireRefreshTokens(ctx, sess.ID, now); err != nil {
 			return err
 		}
 		if sess, err = tx.UpdateSession(ctx, sess.ID, func(cur store.Session) (store.Session, error) {

@@ -146,7 +146,7 @@ type Bucket = ratelimit.Bucket
 func (h *Handlers) meta(r *http.Request) requestMeta {
 	return requestMeta{
 		IP:          webserver.ClientIP(r.Context()),
-		UserAgent:   r.UserAgent(),
+		UserAgent:   cleanHeader(r.UserAgent(), 512),
 		Fingerprint: Fingerprint(r.Header),
 	}
 }

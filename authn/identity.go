@@ -3,9 +3,9 @@ package authn
 import (
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -72,16 +72,38 @@ func newStamp(now time.Time, rnd io.Reader) (string, error) {
 	return u.String(), nil
 }
 
-// stampTime is the instant a stamp was made, or the zero time for a stamp that is not a
-// UUIDv7.
-func stampTime(stamp string) time.Time {
-	u, err := uuid.Parse(stamp)
-	if err != nil || u.Version() != 7 {
-		return time.Time{}
+// checkText accepts free text a user names things with (full name, device name): at most
+// maxRunes characters and no control characters (NUL would break PostgreSQL text).
+func checkText(s string, maxRunes int) error {
+	if utf8.RuneCountInString(s) > maxRunes {
+		return fmt.Errorf("must be at most %d characters", maxRunes)
 	}
-	var b [8]byte
-	copy(b[2:], u[:6])
-	return time.UnixMilli(int64(binary.BigEndian.Uint64(b[:]))).UTC()
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return errors.New("must not contain control characters")
+		}
+	}
+	return nil
+}
+
+// cleanHeader makes a request header fit to store and log: invalid UTF-8 replaced,
+// control characters dropped, at most maxBytes cut on a character boundary. Go's server
+// passes header bytes through, and PostgreSQL refuses invalid UTF-8 and NUL in text.
+func cleanHeader(s string, maxBytes int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	if len(s) <= maxBytes {
+		return s
+	}
+	cut := maxBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }
 
 // newRefreshToken returns 32 random bytes as base64url, and the SHA-256 that is stored.

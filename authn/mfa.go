@@ -106,6 +106,7 @@ type MFAActivated struct {
 // VerifyMFA activates the pending secret with a code from it, returns ten recovery codes
 // (shown once), rotates the stamp and ends every other session.
 func (s *Service) VerifyMFA(ctx context.Context, p Principal, code string, m requestMeta) (MFAActivated, error) {
+	code = strings.TrimSpace(code)
 	if err := checkCodeShape(code); err != nil {
 		return MFAActivated{}, err
 	}
@@ -163,10 +164,19 @@ func (s *Service) DisableMFA(ctx context.Context, p Principal, pw, code string, 
 	if !p.User.MFAEnabled {
 		return MFADeactivated{}, ErrMFAState
 	}
-	if err := s.checkPassword(ctx, p.User, pw, m); err != nil {
+	// One attempt is counted for the pair, before either is checked, and cleared only
+	// when both are right: a known password does not reset the count for code guesses.
+	att, err := s.reserveAttempt(ctx, p.User.Email, m)
+	if err != nil {
 		return MFADeactivated{}, err
 	}
-	if err := s.checkSecondFactor(ctx, p.User, code, m, "disable"); err != nil {
+	if err := s.verifyPassword(ctx, p.User, pw, m, att); err != nil {
+		return MFADeactivated{}, err
+	}
+	if err := s.verifySecondFactor(ctx, p.User, code, m, "disable"); err != nil {
+		return MFADeactivated{}, err
+	}
+	if err := s.clearLockout(ctx, p.User.Email); err != nil {
 		return MFADeactivated{}, err
 	}
 	tr, u, revoked, err := s.rotateForCaller(ctx, p, m, EventMFADisabled, func(u *store.User) error {
@@ -192,7 +202,7 @@ func (s *Service) startPreAuth(ctx context.Context, u store.User, m requestMeta)
 	}); err != nil {
 		return PreAuthResponse{}, err
 	}
-	tok, exp, err := s.tokens.SignPreAuth(jwks.PreAuthClaims{Subject: u.ID, JTI: jti, Fingerprint: m.Fingerprint})
+	tok, exp, err := s.tokens.SignPreAuth(jwks.PreAuthClaims{Subject: u.ID, JTI: jti, Fingerprint: m.Fingerprint, Stamp: u.SecurityStamp})
 	if err != nil {
 		return PreAuthResponse{}, err
 	}
@@ -231,18 +241,26 @@ func (s *Service) CompleteMFA(ctx context.Context, preAuth, code string, m reque
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	if !u.MFAEnabled || u.PreAuthJTI == "" || subtle.ConstantTimeCompare([]byte(u.PreAuthJTI), []byte(c.JTI)) != 1 {
-		return TokenResponse{}, ErrInvalidToken
+	if !u.MFAEnabled || subtle.ConstantTimeCompare([]byte(c.Stamp), []byte(u.SecurityStamp)) != 1 {
+		return TokenResponse{}, ErrInvalidToken // MFA turned off, or the stamp rotated since
 	}
-	if l, err := s.st.GetLockout(ctx, u.Email); err == nil && l.LockedUntil != nil && s.now().Before(*l.LockedUntil) {
-		return TokenResponse{}, &LockedError{RetryAfter: l.LockedUntil.Sub(s.now())}
-	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+	// Both counts are taken before the code is checked, atomically, so parallel guesses
+	// cannot overrun the token's tries or the lockout. A dead token is invalid_token
+	// whatever the lockout says, and costs no lockout attempt.
+	if ok, err := s.reservePreAuthTry(ctx, u.ID, c.JTI); err != nil || !ok {
+		if err == nil {
+			err = ErrInvalidToken
+		}
 		return TokenResponse{}, err
 	}
-	if err := s.checkSecondFactor(ctx, u, code, m, "login"); err != nil {
-		if errors.Is(err, ErrInvalidMFACode) {
-			s.countPreAuthTry(ctx, u.ID, c.JTI)
-		}
+	att, err := s.reserveAttempt(ctx, u.Email, m)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	if att.locked {
+		return TokenResponse{}, &LockedError{RetryAfter: att.retryAfter}
+	}
+	if err := s.verifySecondFactor(ctx, u, code, m, "login"); err != nil {
 		return TokenResponse{}, err
 	}
 	// Spend the token: only one success per pre-auth token, even in parallel.
@@ -265,27 +283,26 @@ func (s *Service) CompleteMFA(ctx context.Context, preAuth, code string, m reque
 	return s.startSession(ctx, u, []string{"pwd", "otp"}, m, 0)
 }
 
-// countPreAuthTry records a wrong code against the pre-auth token; the fifth kills it.
-func (s *Service) countPreAuthTry(ctx context.Context, uid, jti string) {
+// reservePreAuthTry counts one try against the user's live pre-auth token jti; it
+// reports false when jti is not the live token or its tries are used up. The fifth try
+// is the last: the token dies with it unless it succeeds.
+func (s *Service) reservePreAuthTry(ctx context.Context, uid, jti string) (bool, error) {
+	ok := false
 	_, err := s.st.UpdateUser(ctx, uid, func(cur store.User) (store.User, error) {
-		if cur.PreAuthJTI != jti {
-			return cur, nil
-		}
-		cur.PreAuthTries++
-		if cur.PreAuthTries >= preAuthMaxTries {
-			cur.PreAuthJTI, cur.PreAuthTries = "", 0
+		ok = cur.PreAuthJTI != "" && subtle.ConstantTimeCompare([]byte(cur.PreAuthJTI), []byte(jti)) == 1 &&
+			cur.PreAuthTries < preAuthMaxTries
+		if ok {
+			cur.PreAuthTries++
 		}
 		return cur, nil
 	})
-	if err != nil {
-		s.log.Error("counting a pre-auth try failed", "user_id", uid, "error", err)
-	}
+	return ok, err
 }
 
-// checkSecondFactor accepts a TOTP code (once per time step, by an atomic advance of the
-// last used step) or an unused recovery code (spent atomically). A failure counts toward
-// the lockout and is audited as MFA_FAILED.
-func (s *Service) checkSecondFactor(ctx context.Context, u store.User, code string, m requestMeta, stage string) error {
+// verifySecondFactor accepts a TOTP code (once per time step, by an atomic advance of the
+// last used step) or an unused recovery code (spent atomically). The caller has counted the
+// attempt toward the lockout already; a failure is audited as MFA_FAILED.
+func (s *Service) verifySecondFactor(ctx context.Context, u store.User, code string, m requestMeta, stage string) error {
 	code = strings.TrimSpace(code)
 	ok := false
 	var err error
@@ -303,9 +320,6 @@ func (s *Service) checkSecondFactor(ctx context.Context, u store.User, code stri
 	}
 	if ok {
 		return nil
-	}
-	if _, err := s.reserveAttempt(ctx, u.Email, m); err != nil {
-		return err
 	}
 	s.audit.async(s.audit.event(EventMFAFailed, u.ID, m, riskSignals{}, map[string]any{"stage": stage}))
 	return ErrInvalidMFACode

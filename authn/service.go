@@ -243,6 +243,7 @@ func (s *Service) rotateStamp(ctx context.Context, tx store.Tx, userID string, c
 	return tx.UpdateUser(ctx, userID, func(u store.User) (store.User, error) {
 		u.SecurityStamp = stamp
 		u.UpdatedAt = s.now()
+		u.PreAuthJTI, u.PreAuthTries = "", 0 // a pending MFA login does not survive either
 		if change != nil {
 			if err := change(&u); err != nil {
 				return u, err

@@ -155,9 +155,14 @@ func Load(getenv func(string) string) (Config, error) {
 	c.HSTS = l.bool("HSTS", false)
 
 	c.PasswordMinLength = l.intRange("PASSWORD_MIN_LENGTH", 15, 8, 128)
-	c.Argon2MemoryKiB = l.intRange("ARGON2_MEMORY_KIB", 64*1024, 8*1024, 4*1024*1024)
-	c.Argon2Time = l.intRange("ARGON2_TIME", 3, 1, 100)
-	c.Argon2Parallelism = l.intRange("ARGON2_PARALLELISM", 4, 1, 255)
+	// The ranges are the hasher's own limits (authn/password), so a value accepted here is
+	// never refused at start.
+	c.Argon2MemoryKiB = l.intRange("ARGON2_MEMORY_KIB", 64*1024, 8*1024, 1024*1024)
+	c.Argon2Time = l.intRange("ARGON2_TIME", 3, 1, 64)
+	c.Argon2Parallelism = l.intRange("ARGON2_PARALLELISM", 4, 1, 64)
+	if uint64(c.Argon2MemoryKiB)*uint64(c.Argon2Time) > 4*1024*1024 {
+		l.fail("ARGON2_TIME", "times ARGON2_MEMORY_KIB must be at most 4 GiB of passes (4194304)")
+	}
 	c.Argon2MaxConcurrent = l.intRange("ARGON2_MAX_CONCURRENT", defaultArgon2Concurrency(), 1, 1024)
 	c.Argon2MaxWait = l.duration("ARGON2_MAX_WAIT", 2*time.Second)
 	c.LockoutThreshold = l.intRange("LOCKOUT_THRESHOLD", 5, 1, 1000)

@@ -154,6 +154,10 @@ type Tx interface {
 	// SpendRefreshToken marks the token used and records its successor, only if it is not
 	// spent yet; otherwise it returns ErrConflict. Two concurrent spends: one wins.
 	SpendRefreshToken(ctx context.Context, id, replacedBy string, now time.Time) error
+	// ExpireRefreshTokens ends, at now, every unspent refresh token of the session that is
+	// still valid then, so a stamp rotation that keeps the session leaves no older token
+	// usable. Spent tokens are left as they are: presenting one is still a reuse.
+	ExpireRefreshTokens(ctx context.Context, sessionID string, now time.Time) error
 
 	// ReplaceRecoveryCodes deletes the user's codes and stores codes instead (none deletes).
 	ReplaceRecoveryCodes(ctx context.Context, userID string, codes []RecoveryCode) error

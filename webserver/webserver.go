@@ -131,7 +131,7 @@ func Handler(next http.Handler, o Options) http.Handler {
 			}
 			status := rec.statusCode()
 			elapsed := o.Now().Sub(start)
-			m.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
+			m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(status)).Inc()
 			m.latency.WithLabelValues(route).Observe(elapsed.Seconds())
 			// The path is logged without its query: a token must never reach a log.
 			o.Logger.LogAttrs(ctx, slog.LevelInfo, "request",
@@ -160,6 +160,17 @@ func Handler(next http.Handler, o Options) http.Handler {
 		}
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// methodLabel bounds the method label: any client can send any method token, and each
+// new label value would be a series kept forever.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 func securityHeaders(h http.Header, hsts bool) {

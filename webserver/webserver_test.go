@@ -3,6 +3,7 @@ package webserver
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -120,6 +121,18 @@ func TestMetricsUseTheRoutePatternNotThePath(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"route":"GET /ok/{id}"`) {
 		t.Errorf("access log lacks the route: %s", logs.String())
+	}
+}
+
+func TestUnknownMethodsShareOneMetricSeries(t *testing.T) {
+	var logs bytes.Buffer
+	h, reg := newTestHandler(t, &logs)
+	for i := range 50 {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(fmt.Sprintf("M%d", i), "/ok/1", nil))
+	}
+	n, err := testutil.GatherAndCount(reg, "authd_http_requests_total")
+	if err != nil || n != 1 {
+		t.Fatalf("series = %d (%v), want one for fifty made-up methods", n, err)
 	}
 }
 

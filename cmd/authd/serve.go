@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -92,10 +93,7 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go keys.Watch(ctx, hup)
+	go keys.Watch(ctx, notifyHUP(ctx))
 
 	fernetKey := c.FernetKey
 	if len(fernetKey) == 0 {
@@ -107,7 +105,7 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
 	}
 	box, err := fernet.ParseKeys(string(fernetKey))
 	if err != nil {
-		return usageError{"FERNET_KEY: " + err.Error()}
+		return configErr("FERNET_KEY", err.Error())
 	}
 
 	ips, err := clientip.New(c.TrustedProxies, c.ClientIPv6Prefix)
@@ -168,7 +166,7 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
 		openapi.Register(mux)
 	}
 
-	checker, err := newChecker(ctx, c, log, reg, hup, keys, st, bus, rdb, limiter, ips)
+	checker, err := newChecker(ctx, c, log, reg, notifyHUP(ctx), keys, st, bus, rdb, limiter, ips)
 	if err != nil {
 		return err
 	}
@@ -281,7 +279,7 @@ func newChecker(ctx context.Context, c config.Config, log *slog.Logger, reg prom
 	if c.PolicyFile != "" {
 		pf, err := extauthz.OpenPolicyFile(c.PolicyFile, log)
 		if err != nil {
-			return nil, usageError{"POLICY_FILE: " + err.Error()}
+			return nil, configErr("POLICY_FILE", err.Error())
 		}
 		go pf.Watch(ctx, hup, 0)
 		policy = pf
@@ -306,6 +304,21 @@ func newChecker(ctx context.Context, c config.Config, log *slog.Logger, reg prom
 		AccessCookie: c.AccessCookie, SessionCacheTTL: c.SessionCacheTTL, TokenCacheSize: tokenCache,
 		DecisionLog: decisions, DecisionLogSample: c.DecisionLogSample, Logger: log, Registerer: reg,
 	})
+}
+
+// configErr reports a setting found bad only while building the service; it exits 2
+// like every configuration problem.
+func configErr(name, msg string) error {
+	return &config.Error{Problems: []string{name + ": " + msg}}
+}
+
+// notifyHUP returns a channel of its own that gets every SIGHUP until ctx ends: each
+// reloader needs its own, since one signal on a shared channel reaches only one reader.
+func notifyHUP(ctx context.Context) <-chan os.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	context.AfterFunc(ctx, func() { signal.Stop(ch) })
+	return ch
 }
 
 // accountLimits turns the configured limits into the account API's rules.
@@ -344,25 +357,53 @@ func secretsFromSSM(ctx context.Context, c *config.Config) error {
 	return nil
 }
 
-// openRedis builds a UniversalClient from REDIS_URL: redis:// or rediss:// for one server
-// (add ?addr=host:port for more cluster nodes), unix:// for a socket.
+// openRedis builds a UniversalClient from REDIS_URL (rediss:// for TLS):
+//   - redis://host:6379/0 — one server;
+//   - redis://host1:6379?addr=host2:6379&addr=host3:6379 — a Cluster, from any of its nodes;
+//   - redis://sentinel1:26379?master_name=mymaster&addr=sentinel2:26379 — Sentinel; the
+//     URL's user and password are the Sentinels', the master's go in ?username=&password=
+//     (go-redis's ParseFailoverURL).
 func openRedis(rawURL string, timeout time.Duration) (redis.UniversalClient, error) {
-	o, err := redis.ParseURL(rawURL)
+	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %v", err)
+		return nil, configErr("REDIS_URL", "is not a URL")
 	}
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:     []string{o.Addr},
-		DB:        o.DB,
-		Username:  o.Username,
-		Password:  o.Password,
-		TLSConfig: o.TLSConfig,
-		Protocol:  o.Protocol,
-		// The rate limiter bounds each take by its context; let the client honour it.
-		ContextTimeoutEnabled: true,
-		DialTimeout:           time.Second,
-		ReadTimeout:           max(timeout, 100*time.Millisecond),
-		WriteTimeout:          max(timeout, 100*time.Millisecond),
-		PoolSize:              o.PoolSize,
-	}), nil
+	q := u.Query()
+	rw := max(timeout, 100*time.Millisecond)
+	var o redis.UniversalOptions
+	switch {
+	case q.Has("master_name"):
+		f, err := redis.ParseFailoverURL(rawURL)
+		if err != nil {
+			return nil, configErr("REDIS_URL", err.Error())
+		}
+		o = redis.UniversalOptions{
+			Addrs: f.SentinelAddrs, MasterName: f.MasterName, DB: f.DB,
+			Username: f.Username, Password: f.Password,
+			SentinelUsername: f.SentinelUsername, SentinelPassword: f.SentinelPassword,
+			TLSConfig: f.TLSConfig, Protocol: f.Protocol, PoolSize: f.PoolSize,
+		}
+	case q.Has("addr"):
+		c, err := redis.ParseClusterURL(rawURL)
+		if err != nil {
+			return nil, configErr("REDIS_URL", err.Error())
+		}
+		o = redis.UniversalOptions{
+			Addrs: c.Addrs, Username: c.Username, Password: c.Password,
+			TLSConfig: c.TLSConfig, Protocol: c.Protocol, PoolSize: c.PoolSize, IsClusterMode: true,
+		}
+	default:
+		s, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, configErr("REDIS_URL", err.Error())
+		}
+		o = redis.UniversalOptions{
+			Addrs: []string{s.Addr}, DB: s.DB, Username: s.Username, Password: s.Password,
+			TLSConfig: s.TLSConfig, Protocol: s.Protocol, PoolSize: s.PoolSize,
+		}
+	}
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = time.Second, rw, rw
+	// The rate limiter bounds each take by its context; let the client honour it.
+	o.ContextTimeoutEnabled = true
+	return redis.NewUniversalClient(&o), nil
 }

@@ -208,6 +208,16 @@ func (o *ops) GetRefreshTokenByHash(ctx context.Context, hash []byte) (store.Ref
 
 // SpendRefreshToken is one conditional UPDATE: of two concurrent spends, the second waits
 // for the first's row lock (PostgreSQL) or write lock (SQLite), then finds used_at set.
+func (o *ops) ExpireRefreshTokens(ctx context.Context, sessionID string, now time.Time) error {
+	cid, ok := canonID(sessionID)
+	if !ok {
+		return nil
+	}
+	_, err := o.q.exec(ctx, `UPDATE refresh_tokens SET expires_at = $2
+		WHERE session_id = $1 AND used_at IS NULL AND expires_at > $2`, cid, now)
+	return wrap("expire refresh tokens", err)
+}
+
 func (o *ops) SpendRefreshToken(ctx context.Context, id, replacedBy string, now time.Time) error {
 	cid, ok := canonID(id)
 	if !ok {

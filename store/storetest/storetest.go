@@ -46,6 +46,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RefreshTokenReadsBackByHash", testRefreshTokenRoundTrip},
 		{"DuplicateRefreshTokenHashIsConflict", testDuplicateTokenHash},
 		{"SpendRefreshTokenRecordsSuccessorOnlyOnce", testSpendRefreshToken},
+		{"ExpireRefreshTokensEndsOnlyTheSessionsUnspentOnes", testExpireRefreshTokens},
 		{"ConcurrentSpendsOfOneRefreshTokenHaveOneWinner", testConcurrentSpend},
 
 		{"RecoveryCodesAreSingleUseAndReplaceable", testRecoveryCodes},
@@ -681,6 +682,35 @@ func testSpendRefreshToken(t *testing.T, s store.Store) {
 		t.Fatalf("GetRefreshTokenByHash: %v", err)
 	}
 	checkRefreshToken(t, got, want) // the first spend stands
+}
+
+func testExpireRefreshTokens(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	u := mustCreateUser(t, s, "edith@example.com")
+	sess := mustCreateSession(t, s, u.ID, t0)
+	other := mustCreateSession(t, s, u.ID, t0)
+	live := newRefreshToken(t, sess.ID, hash("edith-live"))
+	spent := newRefreshToken(t, sess.ID, hash("edith-spent"))
+	elsewhere := newRefreshToken(t, other.ID, hash("edith-other"))
+	for _, rt := range []store.RefreshToken{live, spent, elsewhere} {
+		if err := s.CreateRefreshToken(ctx, rt); err != nil {
+			t.Fatalf("CreateRefreshToken: %v", err)
+		}
+	}
+	spentAt := t0.Add(time.Minute)
+	if err := s.SpendRefreshToken(ctx, spent.ID, live.ID, spentAt); err != nil {
+		t.Fatalf("SpendRefreshToken: %v", err)
+	}
+	at := t0.Add(2 * time.Minute)
+	if err := s.ExpireRefreshTokens(ctx, sess.ID, at); err != nil {
+		t.Fatalf("ExpireRefreshTokens: %v", err)
+	}
+	got, _ := s.GetRefreshTokenByHash(ctx, live.TokenHash)
+	checkTime(t, "expired token's ExpiresAt", got.ExpiresAt, at)
+	got, _ = s.GetRefreshTokenByHash(ctx, spent.TokenHash)
+	checkTime(t, "spent token's ExpiresAt", got.ExpiresAt, spent.ExpiresAt)
+	got, _ = s.GetRefreshTokenByHash(ctx, elsewhere.TokenHash)
+	checkTime(t, "other session's token's ExpiresAt", got.ExpiresAt, elsewhere.ExpiresAt)
 }
 
 func testConcurrentSpend(t *testing.T, s store.Store) {

@@ -1,0 +1,650 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/authd/authd/testenv"
+)
+
+// Load shape of BenchmarkCheckPath: the issue's concurrency, 1,000 users whose tokens
+// repeat, a fixed number of requests per row (AUTHD_BENCH_REQUESTS overrides it).
+const (
+	benchConcurrency = 64
+	benchUsers       = 1000
+	benchRequests    = 20000
+	// benchGRPCConns is how many HTTP/2 connections the gRPC load generator spreads its
+	// workers over (Envoy holds one per worker thread; a 2-core proxy has about 2-4).
+	benchGRPCConns = 4
+	// decisionLogSample is DECISION_LOG_SAMPLE as production runs it: the default, one
+	// JSON line per check (DESIGN §5).
+	decisionLogSample = "1"
+)
+
+// BenchmarkCheckPath is the check path's performance requirement, end to end: it starts
+// the authd binary on real PostgreSQL and Redis twice — "hot" (the production defaults:
+// verified-token cache on, Redis rate limiter, Redis session-state tier and revocation
+// subscription, a decision-log line per check) and "cold" (TOKEN_CACHE_SIZE=0, so every
+// check verifies the token's signature) — registers and logs in 1,000 users over HTTP,
+// and drives, at concurrency 64 for a fixed number of requests each,
+//
+//   - gRPC envoy.service.auth.v3.Authorization/Check (a grpc-go client over loopback),
+//   - GET /authz/forward-auth with Traefik's X-Forwarded-* headers (net/http, keep-alive),
+//
+// beside an empty Check server (grpc-go) and an empty net/http handler in this process,
+// which answer OK without work: the ceiling of each stack on this machine. Every check is
+// an allow (the limits are set far above the load): any other answer is an error. It
+// prints one table and reports the ratios authd/empty as metrics:
+//
+//	go test -run '^$' -bench CheckPath -benchmem ./cmd/authd/
+//
+// Targets (the issue): gRPC hot >= 0.65x empty with p99 <= 2x empty's; gRPC cold >= 0.35x;
+// forward-auth hot >= 0.5x; zero errors. The figures are printed, not asserted (a shared
+// machine makes them noisy); errors fail the benchmark.
+func BenchmarkCheckPath(b *testing.B) {
+	n := benchRequests
+	if s := os.Getenv("AUTHD_BENCH_REQUESTS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v <= 0 {
+			b.Fatalf("AUTHD_BENCH_REQUESTS=%q is not a positive number", s)
+		}
+		n = v
+	}
+	dir := b.TempDir()
+	common := []string{
+		"DATABASE_URL=" + testenv.Postgres(b),
+		"REDIS_URL=" + testenv.RedisURL(),
+		// The check limits far above the load, so the limiter runs (one take per check)
+		// and never denies.
+		"RATE_LIMIT_CHECK_USER=1000000/1s",
+		"RATE_LIMIT_CHECK_IP=1000000/1s",
+		// Set-up registers and logs in 1,000 users from one address.
+		"RATE_LIMIT_REGISTER_IP=0", "RATE_LIMIT_LOGIN_IP=0",
+		"DECISION_LOG_SAMPLE=" + decisionLogSample,
+	}
+	hot := startBenchServer(b, dir, "hot", common...)
+	hot.waitReady(b)
+	// The cold replica starts once the hot one has migrated the database and written the
+	// development keys under DATA_DIR, so both verify the same tokens.
+	cold := startBenchServer(b, dir, "cold", append(common, "TOKEN_CACHE_SIZE=0")...)
+	cold.waitReady(b)
+
+	start := time.Now()
+	tokens := loginUsers(b, hot.http, benchUsers)
+	b.Logf("registered and logged in %d users in %v", len(tokens), time.Since(start).Round(time.Millisecond))
+
+	emptyGRPC := serveEmptyGRPC(b)
+	emptyHTTP := serveEmptyHTTP(b)
+
+	grpcReqs := make([]*authv3.CheckRequest, len(tokens))
+	for i, tok := range tokens {
+		grpcReqs[i] = benchCheckRequest(tok)
+	}
+	grpcTargets := []struct{ name, addr string }{
+		{"gRPC empty", emptyGRPC}, {"gRPC authd hot", hot.grpc}, {"gRPC authd cold", cold.grpc},
+	}
+	httpTargets := []struct{ name, addr string }{
+		{"HTTP empty", emptyHTTP}, {"HTTP authd hot", hot.http}, {"HTTP authd cold", cold.http},
+	}
+	clients := make([]*grpcLoad, len(grpcTargets))
+	for i, t := range grpcTargets {
+		clients[i] = newGRPCLoad(b, t.addr)
+	}
+	transport := &http.Transport{
+		MaxIdleConns:        2 * benchConcurrency,
+		MaxIdleConnsPerHost: benchConcurrency,
+		DisableCompression:  true,
+		IdleConnTimeout:     time.Minute,
+	}
+	b.Cleanup(transport.CloseIdleConnections)
+	httpClient := &http.Client{Transport: transport}
+
+	// Warm up every target untimed: connections, the token caches (each of the 1,000
+	// tokens seen once by both replicas), session state, the rate-limit script.
+	for i, t := range grpcTargets {
+		if r := driveGRPC(clients[i], t.name, grpcReqs, len(tokens), benchConcurrency); r.errors > 0 {
+			b.Fatalf("warm-up of %s: %d of %d checks failed; first: %s", t.name, r.errors, r.requests, r.firstErr)
+		}
+	}
+	for _, t := range httpTargets {
+		if r := driveHTTP(httpClient, t.name, t.addr, tokens, len(tokens), benchConcurrency); r.errors > 0 {
+			b.Fatalf("warm-up of %s: %d of %d checks failed; first: %s", t.name, r.errors, r.requests, r.firstErr)
+		}
+	}
+
+	cpu := &cpuMeter{self: os.Getpid(), redis: redisPID(b),
+		authd: map[string]int{"hot": hot.cmd.Process.Pid, "cold": cold.cmd.Process.Pid}}
+	for b.Loop() {
+		var rows []benchRow
+		for i, t := range grpcTargets {
+			rows = append(rows, cpu.measure(t.name, func() benchRow {
+				return driveGRPC(clients[i], t.name, grpcReqs, n, benchConcurrency)
+			}))
+		}
+		for _, t := range httpTargets {
+			rows = append(rows, cpu.measure(t.name, func() benchRow {
+				return driveHTTP(httpClient, t.name, t.addr, tokens, n, benchConcurrency)
+			}))
+		}
+		b.Log(benchTable(rows))
+		for _, r := range rows {
+			if r.errors > 0 {
+				b.Errorf("%s: %d of %d checks failed or were denied; first: %s", r.name, r.errors, r.requests, r.firstErr)
+			}
+		}
+		gEmpty, gHot, gCold, hEmpty, hHot, hCold := rows[0], rows[1], rows[2], rows[3], rows[4], rows[5]
+		b.ReportMetric(gHot.throughput/gEmpty.throughput, "grpc-hot-x")
+		b.ReportMetric(float64(gHot.p99)/float64(gEmpty.p99), "grpc-hot-p99-x")
+		b.ReportMetric(gCold.throughput/gEmpty.throughput, "grpc-cold-x")
+		b.ReportMetric(hHot.throughput/hEmpty.throughput, "http-hot-x")
+		b.ReportMetric(hCold.throughput/hEmpty.throughput, "http-cold-x")
+		b.ReportMetric(gHot.throughput, "grpc-hot-checks/s")
+	}
+	for _, s := range []*benchServer{hot, cold} {
+		s.stop(b)
+	}
+}
+
+// benchRow is one line of the table.
+type benchRow struct {
+	name       string
+	requests   int
+	errors     int
+	firstErr   string
+	elapsed    time.Duration
+	throughput float64
+	p50, p99   time.Duration
+	// CPU time per request of this process (load generator, plus the server on the
+	// empty rows), of the authd process serving the row and of redis-server; -1 when
+	// not measured.
+	cpuSelf, cpuAuthd, cpuRedis time.Duration
+}
+
+func benchTable(rows []benchRow) string {
+	var t strings.Builder
+	fmt.Fprintf(&t, "\n%-16s %9s %7s %12s %10s %10s %7s %9s   %s\n", "target", "requests", "errors", "req/s", "p50", "p99", "ratio",
+		"p99/empty", "CPU µs/req: bench  authd  redis")
+	var empty benchRow
+	for _, r := range rows {
+		if strings.HasSuffix(r.name, " empty") {
+			empty = r
+		}
+		fmt.Fprintf(&t, "%-16s %9d %7d %10.0f/s %10s %10s %6.2fx %8.2fx   %17s %6s %6s\n", r.name, r.requests, r.errors, r.throughput,
+			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond),
+			r.throughput/empty.throughput, float64(r.p99)/float64(empty.p99),
+			micros(r.cpuSelf), micros(r.cpuAuthd), micros(r.cpuRedis))
+	}
+	fmt.Fprintf(&t, "(concurrency %d, %d users' tokens repeated, GOMAXPROCS %d, NumCPU %d shared by load generator, authd, Redis and PostgreSQL;\n"+
+		" empty = an OK answer without work on the same stack in the benchmark process; hot = production defaults\n"+
+		" (verified-token cache, Redis rate limiter, DECISION_LOG_SAMPLE=%s); cold = TOKEN_CACHE_SIZE=0: every check verifies the signature;\n"+
+		" ratio = req/s / the empty row's; CPU = user+system time of each process over the row / requests. Targets: gRPC hot >= 0.65x with p99 <= 2x, gRPC cold >= 0.35x, HTTP hot >= 0.5x, no errors)",
+		benchConcurrency, benchUsers, runtime.GOMAXPROCS(0), runtime.NumCPU(), decisionLogSample)
+	return t.String()
+}
+
+// summarize sorts the latencies and fills the row.
+func summarize(name string, lat [][]time.Duration, errs []int, firstErr *atomic.Value, elapsed time.Duration) benchRow {
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	r := benchRow{name: name, requests: len(all), elapsed: elapsed, throughput: float64(len(all)) / elapsed.Seconds()}
+	for _, e := range errs {
+		r.errors += e
+	}
+	if v, ok := firstErr.Load().(string); ok {
+		r.firstErr = v
+	}
+	if len(all) > 0 {
+		r.p50 = all[len(all)*50/100]
+		r.p99 = all[min(len(all)-1, len(all)*99/100)]
+	}
+	return r
+}
+
+// share is how many of n requests worker w of conc sends.
+func share(n, conc, w int) int {
+	mine := n / conc
+	if w < n%conc {
+		mine++
+	}
+	return mine
+}
+
+// grpcLoad is a load generator's connections to one gRPC server.
+type grpcLoad struct {
+	clients []authv3.AuthorizationClient
+}
+
+func newGRPCLoad(b *testing.B, addr string) *grpcLoad {
+	b.Helper()
+	g := &grpcLoad{}
+	for range benchGRPCConns {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = cc.Close() })
+		g.clients = append(g.clients, authv3.NewAuthorizationClient(cc))
+	}
+	return g
+}
+
+// driveGRPC sends n checks from conc workers; worker w sends reqs[w], reqs[w+conc], …
+// (wrapping), so every token recurs and concurrent workers use different users.
+func driveGRPC(g *grpcLoad, name string, reqs []*authv3.CheckRequest, n, conc int) benchRow {
+	lat := make([][]time.Duration, conc)
+	errs := make([]int, conc)
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Go(func() {
+			client := g.clients[w%len(g.clients)]
+			mine := share(n, conc, w)
+			lat[w] = make([]time.Duration, 0, mine)
+			for i := range mine {
+				req := reqs[(w+i*conc)%len(reqs)]
+				t := time.Now()
+				resp, err := client.Check(context.Background(), req)
+				lat[w] = append(lat[w], time.Since(t))
+				switch {
+				case err != nil:
+					errs[w]++
+					firstErr.CompareAndSwap(nil, err.Error())
+				case resp.GetStatus().GetCode() != 0 || resp.GetOkResponse() == nil && name != "gRPC empty":
+					errs[w]++
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("status %d %s", resp.GetStatus().GetCode(), resp.GetStatus().GetMessage()))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return summarize(name, lat, errs, &firstErr, time.Since(start))
+}
+
+// driveHTTP sends n GET /authz/forward-auth from conc workers, as Traefik does: the
+// original request in X-Forwarded-*, the client's Authorization header passed along.
+func driveHTTP(client *http.Client, name, addr string, tokens []string, n, conc int) benchRow {
+	u := &url.URL{Scheme: "http", Host: addr, Path: "/authz/forward-auth"}
+	base := http.Header{
+		"X-Forwarded-Method": {"GET"},
+		"X-Forwarded-Proto":  {"https"},
+		"X-Forwarded-Host":   {"app.example.com"},
+		"X-Forwarded-Uri":    {"/orders?page=2"},
+		"X-Forwarded-For":    {"203.0.113.7"},
+		"User-Agent":         {"authd-bench"},
+		"Accept":             {"*/*"},
+	}
+	lat := make([][]time.Duration, conc)
+	errs := make([]int, conc)
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Go(func() {
+			mine := share(n, conc, w)
+			lat[w] = make([]time.Duration, 0, mine)
+			for i := range mine {
+				h := base.Clone()
+				h["Authorization"] = []string{"Bearer " + tokens[(w+i*conc)%len(tokens)]}
+				req := &http.Request{Method: "GET", URL: u, Host: addr, Header: h}
+				t := time.Now()
+				resp, err := client.Do(req)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				lat[w] = append(lat[w], time.Since(t))
+				switch {
+				case err != nil:
+					errs[w]++
+					firstErr.CompareAndSwap(nil, err.Error())
+				case resp.StatusCode != http.StatusOK || resp.Header.Get("X-User-Id") == "" && name != "HTTP empty":
+					errs[w]++
+					firstErr.CompareAndSwap(nil, "HTTP "+resp.Status)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return summarize(name, lat, errs, &firstErr, time.Since(start))
+}
+
+// benchCheckRequest is what Envoy sends for GET https://app.example.com/orders?page=2
+// with the client's bearer token.
+func benchCheckRequest(tok string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 52100}},
+		}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "bench", Method: "GET", Scheme: "https", Host: "app.example.com", Path: "/orders?page=2", Protocol: "HTTP/1.1",
+			Headers: map[string]string{
+				":authority":    "app.example.com",
+				":method":       "GET",
+				":path":         "/orders?page=2",
+				":scheme":       "https",
+				"accept":        "*/*",
+				"user-agent":    "authd-bench",
+				"authorization": "Bearer " + tok,
+			},
+		}},
+	}}
+}
+
+// emptyAuthz answers every Check with OK at once: the ceiling of the gRPC stack.
+type emptyAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+var emptyOK = &authv3.CheckResponse{Status: &rpcstatus.Status{Code: 0}}
+
+func (emptyAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return emptyOK, nil
+}
+
+func serveEmptyGRPC(b *testing.B) string {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(srv, emptyAuthz{})
+	go func() { _ = srv.Serve(lis) }()
+	b.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// serveEmptyHTTP is net/http answering 200 without work, with authd's server settings.
+func serveEmptyHTTP(b *testing.B) string {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Cache-Control"] = []string{"no-store"}
+			w.WriteHeader(http.StatusOK)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	go func() { _ = srv.Serve(lis) }()
+	b.Cleanup(func() { _ = srv.Close() })
+	return lis.Addr().String()
+}
+
+// benchServer is a running `authd serve` whose log goes to a file (a decision-log line
+// per check would grow a buffer by tens of megabytes).
+type benchServer struct {
+	name, http, grpc string
+	cmd              *exec.Cmd
+	logPath          string
+	done             chan error
+}
+
+func startBenchServer(b *testing.B, dir, name string, env ...string) *benchServer {
+	b.Helper()
+	s := &benchServer{name: name, http: benchFreeAddr(b), grpc: benchFreeAddr(b),
+		logPath: filepath.Join(b.TempDir(), name+".log"), done: make(chan error, 1)}
+	logf, err := os.Create(s.logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logf.Close()
+	s.cmd = exec.Command(binary, "serve")
+	s.cmd.Dir = dir
+	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
+	s.cmd.Env = append(s.cmd.Env, cheap...)
+	s.cmd.Env = append(s.cmd.Env, "HTTP_ADDR="+s.http, "GRPC_ADDR="+s.grpc)
+	s.cmd.Stderr = logf
+	if err := s.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	b.Cleanup(func() {
+		_ = s.cmd.Process.Kill()
+		if b.Failed() {
+			b.Logf("authd %s log (last lines):\n%s", name, s.logTail(30))
+		}
+	})
+	return s
+}
+
+func (s *benchServer) logTail(n int) string {
+	data, _ := os.ReadFile(s.logPath)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func (s *benchServer) waitReady(b *testing.B) {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + s.http + "/health/ready")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case err := <-s.done:
+			b.Fatalf("authd %s exited: %v\n%s", s.name, err, s.logTail(30))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	b.Fatalf("authd %s not ready within 30 s; last: %s", s.name, last)
+}
+
+func (s *benchServer) stop(b *testing.B) {
+	b.Helper()
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		b.Errorf("authd %s did not stop within 20 s", s.name)
+	}
+}
+
+func benchFreeAddr(b *testing.B) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// loginUsers registers n users and logs each in, a few at a time (Argon2 bounds the
+// pace), and returns their access tokens.
+func loginUsers(b *testing.B, addr string, n int) []string {
+	b.Helper()
+	tokens := make([]string, n)
+	var next atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 30 * time.Second}
+	prefix := testenv.RandomName("bench")
+	for range 2 * runtime.NumCPU() {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || failed.Load() != nil {
+					return
+				}
+				email := prefix + "-" + strconv.Itoa(i) + "@example.com"
+				creds := map[string]any{"email": email, "password": "a long enough passphrase for the bench"}
+				if _, err := postJSON(client, addr, "/api/auth/register", creds, http.StatusCreated); err != nil {
+					failed.CompareAndSwap(nil, err)
+					return
+				}
+				doc, err := postJSON(client, addr, "/api/auth/login", creds, http.StatusOK)
+				if err != nil {
+					failed.CompareAndSwap(nil, err)
+					return
+				}
+				tok, _ := doc["access_token"].(string)
+				if tok == "" {
+					failed.CompareAndSwap(nil, fmt.Errorf("login of %s: no access token in %v", email, doc))
+					return
+				}
+				tokens[i] = tok
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		b.Fatal(err)
+	}
+	return tokens
+}
+
+// postJSON posts body and decodes the answer, which must have status want; an
+// overloaded hasher (503) is retried.
+func postJSON(client *http.Client, addr, path string, body any, want int) (map[string]any, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		resp, err := client.Post("http://"+addr+path, "application/json", bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("POST %s: %w", path, err)
+		}
+		var doc map[string]any
+		derr := json.NewDecoder(resp.Body).Decode(&doc)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusServiceUnavailable && attempt < 10:
+			time.Sleep(100 * time.Millisecond)
+			continue
+		case resp.StatusCode != want:
+			return nil, fmt.Errorf("POST %s: %d %v", path, resp.StatusCode, doc)
+		case derr != nil && !errors.Is(derr, io.EOF):
+			return nil, fmt.Errorf("POST %s: %w", path, derr)
+		}
+		return doc, nil
+	}
+}
+
+func micros(d time.Duration) string {
+	if d < 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 1, 64)
+}
+
+// cpuMeter reads the CPU time of the processes a row runs on from /proc (Linux), to
+// tell where each request's cost goes.
+type cpuMeter struct {
+	self, redis int
+	authd       map[string]int // "hot", "cold" → pid
+}
+
+// measure runs drive and adds the CPU time per request of this process, the authd
+// process the row names (its last word) and redis-server.
+func (m *cpuMeter) measure(name string, drive func() benchRow) benchRow {
+	authd := m.authd[name[strings.LastIndexByte(name, ' ')+1:]]
+	if f := os.Getenv("TMP_ROWLOG"); f != "" { // TEMP
+		fh, _ := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		fmt.Fprintf(fh, "%s %d\n", strings.ReplaceAll(name, " ", "_"), authd)
+		fh.Close()
+	}
+	pids := []int{m.self, authd, m.redis}
+	before := make([]time.Duration, len(pids))
+	for i, p := range pids {
+		before[i] = procCPU(p)
+	}
+	r := drive()
+	per := make([]time.Duration, len(pids))
+	for i, p := range pids {
+		after := procCPU(p)
+		per[i] = -1
+		if before[i] >= 0 && after >= 0 && r.requests > 0 {
+			per[i] = (after - before[i]) / time.Duration(r.requests)
+		}
+	}
+	r.cpuSelf, r.cpuAuthd, r.cpuRedis = per[0], per[1], per[2]
+	return r
+}
+
+// procCPU is the user+system time of process pid, or -1.
+func procCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return -1
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return -1
+	}
+	// Fields after the command, which is in parentheses: state is the 3rd field of the
+	// line, utime the 14th, stime the 15th (proc(5)); the clock tick is 1/100 s on Linux.
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return -1
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// redisPID is redis-server's process id when it runs on this machine, else 0.
+func redisPID(b *testing.B) int {
+	b.Helper()
+	rdb, _ := testenv.Redis(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			if pid, err := strconv.Atoi(v); err == nil {
+				if _, err := os.Stat("/proc/" + v); err == nil {
+					return pid
+				}
+			}
+		}
+	}
+	return 0
+}
