@@ -320,6 +320,17 @@ func TestAuthRequestAdapter(t *testing.T) {
 		send(t, srv, "GET", "/authz/auth-request", [][2]string{{"Authorization", "Bearer " + tok}, {"X-Forwarded-Uri", "/orders"}}).denied(t, 400)
 		send(t, srv, "GET", "/authz/auth-request", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/orders"}}).denied(t, 400)
 	})
+	t.Run("a client's X-Original-URL that disagrees with the proxy's X-Original-URI is 400", func(t *testing.T) {
+		// A config that sets only X-Original-URI passes the client's X-Original-URL on.
+		h := [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/admin/delete"}, {"X-Forwarded-Host", "app.example.test"},
+			{"X-Real-IP", "203.0.113.7"}, {"X-Original-URL", "https://app.example.test/docs/x"}}
+		send(t, srv, "GET", "/authz/auth-request", h).denied(t, 400)
+	})
+	t.Run("missing X-Real-IP is 400", func(t *testing.T) {
+		h := [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/orders"}, {"X-Forwarded-Host", "app.example.test"},
+			{"Authorization", "Bearer " + tok}}
+		send(t, srv, "GET", "/authz/auth-request", h).denied(t, 400)
+	})
 	t.Run("only GET", func(t *testing.T) {
 		if r := send(t, srv, "POST", "/authz/auth-request", nginx("GET", "/")); r.status != 405 {
 			t.Errorf("POST = %d, want 405", r.status)

@@ -13,8 +13,9 @@ import (
 // headers deploy/nginx sets with proxy_set_header (which replace the client's):
 // X-Original-Method, and X-Original-URL (absolute) or X-Original-URI with
 // X-Forwarded-Host and X-Forwarded-Proto; the client from X-Real-IP. Never
-// X-Forwarded-Method or -Uri. Without them: 400, which nginx turns into a 500 (loudly
-// logged here).
+// X-Forwarded-Method or -Uri. Without them, or with an X-Original-URL and an
+// X-Original-URI that disagree, or without X-Real-IP: 400, which nginx turns into a 500
+// (loudly logged here).
 //
 // nginx passes only 2xx, 401 and 403: deploy/nginx maps 429 (and 503) through an
 // error_page. Identity headers reach the upstream through auth_request_set and
@@ -31,18 +32,28 @@ func (c *Checker) AuthRequestHandler() http.Handler {
 		req.Method = r.Header.Get("X-Original-Method")
 		req.ClientIP = parseIP(r.Header.Get("X-Real-IP"))
 		ok := false
-		if u := r.Header.Get("X-Original-URL"); u != "" {
+		u, uri := r.Header.Get("X-Original-URL"), r.Header.Get("X-Original-URI")
+		if u != "" {
 			req.Scheme, req.Host, req.Path, ok = splitURL(u)
-		} else if uri := r.Header.Get("X-Original-URI"); uri != "" {
+			// A config that sets only X-Original-URI leaves the client's own X-Original-URL
+			// in the subrequest: when both are there they must agree, or neither is believed.
+			if ok && uri != "" && uri != req.Path {
+				ok = false
+			}
+		} else if uri != "" {
 			req.Scheme = r.Header.Get("X-Forwarded-Proto")
 			req.Host = r.Header.Get("X-Forwarded-Host")
 			req.Path = uri
 			ok = req.Host != "" && strings.HasPrefix(uri, "/")
 		}
 		var d Decision
-		if req.Method == "" || !ok {
-			d = c.Reject(req, "auth-request needs X-Original-Method and X-Original-URL (or X-Original-URI with X-Forwarded-Host)")
-		} else {
+		switch {
+		case req.Method == "" || !ok:
+			d = c.Reject(req, "auth-request needs X-Original-Method and X-Original-URL (or X-Original-URI with X-Forwarded-Host), consistent with each other")
+		case !req.ClientIP.IsValid():
+			// Without it every client would share one rate-limit bucket.
+			d = c.Reject(req, "auth-request needs X-Real-IP (proxy_set_header X-Real-IP $remote_addr)")
+		default:
 			d = c.Check(r.Context(), req)
 		}
 		writeDecision(w, &d, "")

@@ -215,12 +215,40 @@ func (p *Policy) Decide(method, host, target string) Match {
 	}
 	host = normalHost(host)
 	m := p.match(method, host, raw)
-	if norm := normalPath(raw); norm != raw {
+	norm := normalPath(raw)
+	if norm != raw {
 		if m2 := p.match(method, host, norm); m2.Access > m.Access {
 			m = m2
 		}
 	}
+	// Servlet containers (Tomcat, Jetty, Spring) drop ";params" from each segment and read
+	// "..;" as "..", and case-insensitive servers (IIS, some Windows and macOS file
+	// servers) read /ADMIN as /admin: judge those spellings too, stricter wins.
+	if strings.IndexByte(norm, ';') >= 0 || strings.IndexByte(raw, ';') >= 0 {
+		lenient := normalPath(stripParams(percentDecode(raw)))
+		if m2 := p.match(method, host, lenient); m2.Access > m.Access {
+			m = m2
+		}
+		norm = lenient
+	}
+	if lower := strings.ToLower(norm); lower != norm {
+		if m2 := p.match(method, host, lower); m2.Access > m.Access {
+			m = m2
+		}
+	}
 	return m
+}
+
+// stripParams removes ";params" from every path segment, as servlet containers do
+// ("/admin;jsessionid=1/x" is /admin/x, "/a/..;/b" is /a/../b).
+func stripParams(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			segs[i] = s[:j]
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 func (p *Policy) match(method, host, pth string) Match {

@@ -52,6 +52,13 @@ rules:
 		{"GET", "app.example.test", "/healthz\\..\\admin", extauthz.MFA, "admin"},
 		{"GET", "api.example.test", "/v1/../admin/", extauthz.MFA, "admin"},
 		{"GET", "api.example.test", "/v1/%zz", extauthz.Public, "api-reads"},
+		// Servlet path parameters and case-insensitive servers.
+		{"GET", "app.example.test", "/admin;/x", extauthz.MFA, "admin"},
+		{"GET", "app.example.test", "/admin;jsessionid=1/x", extauthz.MFA, "admin"},
+		{"GET", "app.example.test", "/admin%3b/x", extauthz.MFA, "admin"},
+		{"GET", "app.example.test", "/healthz/..;/admin/x", extauthz.MFA, "admin"},
+		{"GET", "app.example.test", "/ADMIN/x", extauthz.MFA, "admin"},
+		{"GET", "api.example.test", "/v1/items;v=2", extauthz.Public, "api-reads"},
 	}
 	for _, tt := range tests {
 		m := p.Decide(tt.method, tt.host, tt.path)
