@@ -12,10 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/redis/go-redis/v9"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -146,7 +148,7 @@ type loadResult struct {
 	throughput float64
 }
 
-// drive sends reqs[i % len(reqs)] n times from conc workers over a few connections
+// drive sends n requests from reqs from conc workers over a few connections
 // to addr, and measures each call.
 func drive(b *testing.B, name, addr string, reqs []*authv3.CheckRequest, n, conc int) loadResult {
 	b.Helper()
@@ -175,13 +177,15 @@ func drive(b *testing.B, name, addr string, reqs []*authv3.CheckRequest, n, conc
 		go func() {
 			defer wg.Done()
 			client := clients[w%conns]
-			req := reqs[w%len(reqs)]
 			mine := n / conc
 			if w < n%conc {
 				mine++
 			}
 			lat[w] = make([]time.Duration, 0, mine)
-			for range mine {
+			for i := range mine {
+				// Worker w sends reqs[w], reqs[w+conc], …: each request recurs, and
+				// concurrent workers use different ones.
+				req := reqs[(w+i*conc)%len(reqs)]
 				t := time.Now()
 				resp, err := client.Check(context.Background(), req)
 				lat[w] = append(lat[w], time.Since(t))
@@ -235,8 +239,8 @@ func BenchmarkGRPCLoad(b *testing.B) {
 		n = v
 	}
 	const conc = 64
-	rdb, prefix := testenv.Redis(b)
-	lim, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix})
+	rdb, prefix := prodRedis(b)
+	lim, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix, Timeout: 200 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -284,4 +288,108 @@ func BenchmarkGRPCLoad(b *testing.B) {
 		b.ReportMetric(float64(real.p99.Microseconds()), "p99-µs")
 		b.ReportMetric(real.throughput/ceiling.throughput, "throughput-ratio")
 	}
+}
+
+// prodRedis is a client to the test Redis built as cmd/authd's openRedis builds it
+// (ContextTimeoutEnabled, timeouts from REDIS_TIMEOUT's default, default pool), and a key
+// prefix for this benchmark whose keys testenv deletes at the end.
+func prodRedis(b *testing.B) (*redis.Client, string) {
+	b.Helper()
+	_, prefix := testenv.Redis(b)
+	o, err := redis.ParseURL(testenv.RedisURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	o.ContextTimeoutEnabled = true
+	o.DialTimeout = time.Second
+	o.ReadTimeout, o.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
+	c := redis.NewClient(o)
+	b.Cleanup(func() { _ = c.Close() })
+	return c, prefix
+}
+
+// BenchmarkGRPCCheckRedis drives b.N checks at concurrency 64 over gRPC into the
+// production Checker (Redis limiter and state tier, revocation subscription, decision
+// log), 256 users' tokens repeated, and reports this process's CPU time (load generator
+// and server) and redis-server's per check; for profiling the server side:
+//
+//	go test -run '^$' -bench GRPCCheckRedis -benchtime 100000x -cpuprofile cpu.out ./extauthz/
+//	go tool pprof -top -focus 'handleStream|batcher' extauthz.test cpu.out
+func BenchmarkGRPCCheckRedis(b *testing.B) {
+	const conc, users = 64, 256
+	rdb, prefix := prodRedis(b)
+	lim, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := benchEnv(b, func(c *extauthz.Config) {
+		c.Limiter = lim
+		c.Redis, c.RedisPrefix = rdb, prefix
+		c.Bus = revocation.NewRedis(rdb, prefix+"revocations", nil)
+		c.Registerer = nil
+	})
+	runChecker(b, e.checker, rdb)
+	reqs := make([]*authv3.CheckRequest, users)
+	for i := range reqs {
+		reqs[i] = checkRequest("GET", "/orders?page=2", map[string]string{"authorization": "Bearer " + e.token(e.newUser())})
+	}
+	addr := serveOn(b, func(s *grpc.Server) { extauthz.NewGRPCServer(e.checker).Register(s) })
+	drive(b, "warm-up", addr, reqs, 2*users, conc)
+	redisPID := redisServerPID(rdb)
+	self0, redis0 := selfCPU(), procCPU(redisPID)
+	b.ResetTimer()
+	r := drive(b, "authd Check", addr, reqs, b.N, conc)
+	b.StopTimer()
+	if redisPID > 0 {
+		b.ReportMetric(float64((procCPU(redisPID)-redis0).Microseconds())/float64(b.N), "redis-cpu-µs/op")
+	}
+	b.ReportMetric(float64((selfCPU()-self0).Microseconds())/float64(b.N), "cpu-µs/op")
+	if r.errors > 0 {
+		b.Errorf("%d of %d checks failed or were denied", r.errors, r.requests)
+	}
+	b.ReportMetric(r.throughput, "checks/s")
+	b.ReportMetric(float64(r.p99.Microseconds()), "p99-µs")
+}
+
+// selfCPU is this process's user+system time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the user+system time of process pid (Linux /proc), or 0.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if pid <= 0 || err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // clock ticks of 1/100 s
+}
+
+// redisServerPID is the test Redis's process id when it runs on this machine, else 0.
+func redisServerPID(rdb *redis.Client) int {
+	info, err := rdb.Info(context.Background(), "server").Result()
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			if pid, err := strconv.Atoi(v); err == nil {
+				if _, err := os.Stat("/proc/" + v); err == nil {
+					return pid
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -2,9 +2,12 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +55,8 @@ type RedisOptions struct {
 	// rl:{class}:{id}. Tests give each test its own.
 	Prefix string
 	// Timeout bounds each take, whatever the client's own timeouts (DefaultTimeout if 0).
-	// Build the client with ContextTimeoutEnabled: takes are then cheaper (see run).
+	// Build the client with ContextTimeoutEnabled, so that a batch of takes on a hung
+	// connection ends at its takes' deadline rather than at the client's ReadTimeout.
 	Timeout time.Duration
 	// Logger gets the script reloads; nil discards.
 	Logger *slog.Logger
@@ -62,15 +66,26 @@ type RedisOptions struct {
 
 // Redis is a Limiter whose buckets live in Redis, shared by every replica. It is safe for
 // concurrent use.
+//
+// Takes made at the same time share round trips. Each take is queued; a batch goroutine
+// sends everything queued as one pipeline of EVALSHA (one per take: each still its own
+// atomic script run, with its own reply), hands every caller its reply, and sends what
+// was queued meanwhile. A lone take thus goes out at once, alone, and under load each
+// batch carries the takes that arrived while the previous one was in Redis. The write,
+// the read and the wake-ups of a round trip, most of a take's cost on the client and in
+// Redis (BenchmarkTake), are paid once per batch. One batch is in Redis at a time; another
+// starts beside it only when it is late (see maxWorkers). Each caller still waits at most
+// its timeout, and a take whose caller gave up before its batch left is not sent.
 type Redis struct {
 	client  redis.UniversalClient
 	prefix  string
 	timeout time.Duration
 	logger  *slog.Logger
 	script  *redis.Script
-	// direct is set when the client reads the socket under the context's deadline, so
-	// the script can run on the caller's goroutine.
-	direct bool
+
+	batches batcher
+	argv    sync.Map // Limit → []any, see args
+	argvN   atomic.Int32
 
 	latency prometheus.Histogram
 	errs    prometheus.Counter
@@ -100,10 +115,9 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 		timeout: opts.Timeout,
 		logger:  opts.Logger,
 		script:  redis.NewScript(takeScript),
-		direct:  honoursDeadlines(client),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "authd_ratelimit_redis_script_duration_seconds",
-			Help:    "Time of one rate-limit take in Redis (EVALSHA round trip), including failed ones.",
+			Help:    "Time of one rate-limit take from Redis (queued, then one EVALSHA in a pipelined batch), including failed ones.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
 		errs: prometheus.NewCounter(prometheus.CounterOpts{
@@ -111,6 +125,8 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 			Help: "Rate-limit takes that failed because Redis errored or did not answer within the timeout.",
 		}),
 	}
+	r.batches.run = r.exec
+	r.batches.stall = opts.Timeout / 4
 	var err error
 	if r.latency, err = register(opts.Registerer, r.latency); err != nil {
 		return nil, err
@@ -135,10 +151,8 @@ func (r *Redis) Take(ctx context.Context, class, id string, l Limit) (Result, er
 	if l.Off() {
 		return Result{Allowed: true}, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
 	start := time.Now()
-	v, err := r.run(ctx, r.Key(class, id), l)
+	v, err := r.run(ctx, r.Key(class, id), l, start.Add(r.timeout))
 	r.latency.Observe(time.Since(start).Seconds())
 	if err != nil {
 		r.errs.Inc()
@@ -156,57 +170,249 @@ func (r *Redis) Take(ctx context.Context, class, id string, l Limit) (Result, er
 	}, nil
 }
 
-type reply struct {
+// run queues the take and waits for its reply until ctx ends or deadline passes,
+// whatever the connection does. The batch carrying the take is bounded by the latest
+// deadline among its takes when the client honours deadlines (ContextTimeoutEnabled),
+// else by the client's own read and write timeouts.
+func (r *Redis) run(ctx context.Context, key string, l Limit, deadline time.Time) ([]int64, error) {
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	t := &pendingTake{ctx: ctx, deadline: deadline, args: r.args(l), done: make(chan takeReply, 1)}
+	t.keys[0] = key
+	if err := r.batches.enqueue(t); err != nil {
+		return nil, err
+	}
+	timer := timers.Get().(*time.Timer)
+	timer.Reset(time.Until(deadline))
+	defer func() {
+		timer.Stop()
+		timers.Put(timer)
+	}()
+	select {
+	case rep := <-t.done:
+		return rep.v, rep.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-timer.C:
+		return nil, context.DeadlineExceeded
+	}
+}
+
+// timers are stopped timers for run (since Go 1.23 a stopped or reset timer never
+// delivers a stale tick).
+var timers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+// args are the script's ARGV for l, built once per limit: limits come from the
+// configuration, so there are few.
+func (r *Redis) args(l Limit) []any {
+	if a, ok := r.argv.Load(l); ok {
+		return a.([]any)
+	}
+	a := []any{strconv.Itoa(l.Burst), strconv.FormatInt(l.Period.Microseconds(), 10)}
+	if r.argvN.Load() < maxCachedLimits {
+		r.argvN.Add(1)
+		r.argv.Store(l, a)
+	}
+	return a
+}
+
+// maxCachedLimits bounds Redis.argv, should a caller build limits on the fly.
+const maxCachedLimits = 64
+
+// exec runs one batch: a pipeline of EVALSHA, then EVAL for the takes that met NOSCRIPT
+// (Redis restarted or its script cache was flushed), which loads the script again.
+func (r *Redis) exec(batch []*pendingTake) {
+	// The batch lives as long as the longest-waiting caller may still want an answer.
+	var deadline time.Time
+	for _, t := range batch {
+		if t.deadline.After(deadline) {
+			deadline = t.deadline
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+
+	cmds := make([]*redis.Cmd, len(batch))
+	pipe := r.client.Pipeline()
+	for i, t := range batch {
+		cmds[i] = r.script.EvalSha(ctx, pipe, t.keys[:], t.args...)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+
+	var reload []int
+	for i, c := range cmds {
+		if err := c.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			reload = append(reload, i)
+		}
+	}
+	if len(reload) > 0 {
+		r.logger.Info("rate-limit script not in Redis's script cache; loading it")
+		pipe := r.client.Pipeline()
+		for _, i := range reload {
+			t := batch[i]
+			cmds[i] = r.script.Eval(ctx, pipe, t.keys[:], t.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	for i, t := range batch {
+		v, err := cmds[i].Int64Slice()
+		t.done <- takeReply{v, err}
+	}
+}
+
+// pendingTake is one take waiting for its batch.
+type pendingTake struct {
+	ctx      context.Context
+	deadline time.Time
+	keys     [1]string
+	args     []any          // shared: read only
+	done     chan takeReply // buffered: the batch never waits for a caller that gave up
+}
+
+type takeReply struct {
 	v   []int64
 	err error
 }
 
-// run evaluates the script and returns by ctx's deadline. go-redis bounds socket reads by
-// the context only with ContextTimeoutEnabled; otherwise by its ReadTimeout (seconds by
-// default), and a fail-closed endpoint must answer within our timeout however the client
-// was built. So unless the client is known to honour deadlines, the call runs on its own
-// goroutine and is abandoned at the deadline; it then finishes within the client's own
-// timeouts. (The hand-off costs a goroutine and a wake-up per take, which the benchmark
-// shows on a small machine: set ContextTimeoutEnabled.)
-func (r *Redis) run(ctx context.Context, key string, l Limit) ([]int64, error) {
-	if r.direct {
-		return r.eval(ctx, key, l)
-	}
-	done := make(chan reply, 1)
-	go func() {
-		v, err := r.eval(ctx, key, l)
-		done <- reply{v, err}
-	}()
-	select {
-	case rep := <-done:
-		return rep.v, rep.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+// Batching bounds.
+const (
+	// maxWorkers bounds the batches in Redis at once. One is the rule: the round trip of
+	// a batch is the time in which the next one fills, so batches are as deep, and
+	// takes as cheap, as the load allows. Another batch starts beside it only when it
+	// has been out for longer than a quarter of the take timeout, so one stuck
+	// connection does not hold every take up until its own timeout.
+	maxWorkers = 4
+	// maxBatch bounds one pipeline.
+	maxBatch = 256
+	// maxQueued bounds the takes waiting for a batch; beyond it Redis is not keeping up
+	// and a take fails at once (ErrUnavailable) instead of waiting out its timeout.
+	maxQueued = 1 << 16
+	// workerIdle is how long a batch goroutine waits for work before it ends.
+	workerIdle = 5 * time.Second
+)
+
+var errQueueFull = errors.New("too many takes waiting for Redis")
+
+// batcher hands queued takes to batch goroutines, each of which sends everything queued
+// (up to maxBatch) as one batch, again and again until the queue is empty; then it waits
+// up to workerIdle for more and ends.
+type batcher struct {
+	run   func([]*pendingTake)
+	stall time.Duration // a batch out this long lets another one start beside it
+	// linger is how long an idle goroutine waits for work before it ends (workerIdle
+	// if 0).
+	linger time.Duration
+
+	mu      sync.Mutex
+	queue   []*pendingTake
+	workers int       // goroutines alive
+	idle    int       // of which waiting for work
+	taken   time.Time // when a goroutine last took a batch from the queue
+	takenBy int       // and which (work's id)
+	nextID  int
+	wake    chan struct{} // one token per idle worker claimed by enqueue; sent under mu
 }
 
-// honoursDeadlines reports whether c is a go-redis client built with
-// ContextTimeoutEnabled (dialing honours the context in any case).
-func honoursDeadlines(c redis.UniversalClient) bool {
-	switch c := c.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
+// enqueue queues t and makes sure a goroutine will send it.
+func (b *batcher) enqueue(t *pendingTake) error {
+	b.mu.Lock()
+	if len(b.queue) >= maxQueued {
+		b.mu.Unlock()
+		return errQueueFull
 	}
-	return false
+	b.queue = append(b.queue, t)
+	switch {
+	case b.idle > 0:
+		b.idle--
+		b.wake <- struct{}{} // never blocks: at most one token per idle worker
+	case b.workers == 0 || b.workers < maxWorkers && time.Since(b.taken) > b.stall:
+		if b.wake == nil {
+			b.wake = make(chan struct{}, maxWorkers)
+		}
+		b.workers++
+		b.nextID++
+		go b.work(b.nextID)
+	}
+	// Otherwise the running batch is not late: its goroutine takes the queue next.
+	b.mu.Unlock()
+	return nil
 }
 
-func (r *Redis) eval(ctx context.Context, key string, l Limit) ([]int64, error) {
-	keys := []string{key}
-	burst := strconv.Itoa(l.Burst)
-	period := strconv.FormatInt(l.Period.Microseconds(), 10)
-	v, err := r.script.EvalSha(ctx, r.client, keys, burst, period).Int64Slice()
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		r.logger.Info("rate-limit script not in Redis's script cache; loading it")
-		v, err = r.script.Eval(ctx, r.client, keys, burst, period).Int64Slice()
+func (b *batcher) work(id int) {
+	linger := b.linger
+	if linger == 0 {
+		linger = workerIdle
 	}
-	return v, err
+	idle := time.NewTimer(linger)
+	defer idle.Stop()
+	var batch []*pendingTake
+	for {
+		b.mu.Lock()
+		if b.workers > 1 && b.takenBy != id && time.Since(b.taken) <= b.stall {
+			// Another goroutine is sending batches on time: back to one batch at a
+			// time, the deepest. What is queued is taken by a busy goroutine when its
+			// batch is done, or by an idle one woken here.
+			b.workers--
+			if len(b.queue) > 0 && b.idle > 0 {
+				b.idle--
+				b.wake <- struct{}{}
+			}
+			b.mu.Unlock()
+			return
+		}
+		if len(b.queue) == 0 {
+			b.idle++
+			b.mu.Unlock()
+			idle.Reset(linger)
+			select {
+			case <-b.wake:
+				continue
+			case <-idle.C:
+			}
+			b.mu.Lock()
+			select {
+			case <-b.wake: // claimed as the timer fired: stay and serve it
+				b.mu.Unlock()
+				continue
+			default:
+			}
+			b.idle--
+			b.workers--
+			b.mu.Unlock()
+			return
+		}
+		if len(b.queue) <= maxBatch {
+			// Take the whole queue and leave this goroutine's spare array in its place.
+			batch, b.queue = b.queue, batch[:0]
+		} else {
+			batch = append(batch[:0], b.queue[:maxBatch]...)
+			n := copy(b.queue, b.queue[maxBatch:])
+			clear(b.queue[n:])
+			b.queue = b.queue[:n]
+		}
+		b.taken, b.takenBy = time.Now(), id
+		b.mu.Unlock()
+
+		// Callers that gave up (deadline passed, request cancelled) are not sent.
+		now := time.Now()
+		live := batch[:0]
+		for _, t := range batch {
+			if now.Before(t.deadline) && t.ctx.Err() == nil {
+				live = append(live, t)
+			}
+		}
+		if len(live) > 0 {
+			b.run(live)
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
 }

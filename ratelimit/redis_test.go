@@ -138,6 +138,63 @@ func TestRedisReloadsTheScriptAfterFlush(t *testing.T) {
 	}
 }
 
+// Takes sent together after the script cache was emptied are each run once, through the
+// reload, with exact counts.
+func TestRedisReloadsTheScriptForConcurrentTakes(t *testing.T) {
+	srv := testenv.StartRedisServer(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	defer c.Close()
+	r := newRedis(t, c, ratelimit.RedisOptions{Timeout: 2 * time.Second})
+	take(t, r, "c", "warm", hour)
+	if err := c.ScriptFlush(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	lim := ratelimit.Limit{Burst: 1000, Period: time.Hour}
+	const n = 64
+	remaining := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			res, err := r.Take(context.Background(), "c", "shared", lim)
+			if err != nil || !res.Allowed {
+				t.Errorf("take %d after SCRIPT FLUSH: %+v %v", i, res, err)
+				return
+			}
+			remaining[i] = res.Remaining
+		})
+	}
+	wg.Wait()
+	seen := map[int]bool{}
+	for _, rem := range remaining {
+		seen[rem] = true
+	}
+	for want := lim.Burst - n; want < lim.Burst; want++ {
+		if !seen[want] {
+			t.Fatalf("remaining counts %v: %d missing; every take must run exactly once", remaining, want)
+		}
+	}
+}
+
+// A caller whose context ends first is answered at once, and does not spend a token.
+func TestRedisTakeEndsWithTheCallersContext(t *testing.T) {
+	c, prefix := testenv.Redis(t)
+	r := newRedis(t, c, ratelimit.RedisOptions{Prefix: prefix, Timeout: 2 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.Take(ctx, "c", "id", hour); !errors.Is(err, ratelimit.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("take with a cancelled context: %v, want ErrUnavailable wrapping context.Canceled", err)
+	}
+	if res := take(t, r, "c", "id", hour); res.Remaining != hour.Burst-1 {
+		t.Fatalf("after a cancelled take: %+v, want a full bucket less one", res)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	time.Sleep(time.Millisecond)
+	if _, err := r.Take(ctx, "c", "id", hour); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("take past the caller's deadline: %v, want context.DeadlineExceeded", err)
+	}
+}
+
 // outageServer serves a fail-closed route (/login) and a fail-open route (/me) guarded by a
 // Redis limiter on a private redis-server.
 func outageServer(t *testing.T, c redis.UniversalClient, timeout time.Duration, reg *prometheus.Registry) http.Handler {
