@@ -40,22 +40,8 @@ const maxFullNameRunes = 200
 // stored, and audits SUSPICIOUS_ACTIVITY.
 func (s *Service) Register(ctx context.Context, in RegisterInput, m requestMeta) (Account, error) {
 	email := NormalizeEmail(in.Email)
-	var errs []problem.FieldError
-	if in.Email == "" {
-		errs = append(errs, problem.FieldError{Field: "email", Message: "is required"})
-	} else if err := checkEmail(email); err != nil {
-		errs = append(errs, problem.FieldError{Field: "email", Message: err.Error()})
-	}
-	if in.Password == "" {
-		errs = append(errs, problem.FieldError{Field: "password", Message: "is required"})
-	} else if err := s.policy.Check(in.Password, email); err != nil {
-		var re *password.RuleError
-		if errors.As(err, &re) {
-			errs = append(errs, problem.FieldError{Field: "password", Message: re.Message})
-		} else {
-			errs = append(errs, problem.FieldError{Field: "password", Message: "is not acceptable"})
-		}
-	}
+	errs := emailProblems(nil, in.Email, email)
+	errs = s.newPasswordProblems(errs, "password", in.Password, email)
 	if err := checkText(in.FullName, maxFullNameRunes); err != nil {
 		errs = append(errs, problem.FieldError{Field: "full_name", Message: err.Error()})
 	}
@@ -98,6 +84,33 @@ func (s *Service) Register(ctx context.Context, in RegisterInput, m requestMeta)
 	return accountOf(u), nil
 }
 
+// emailProblems appends what is wrong with an email field: raw as sent, email normalised.
+func emailProblems(errs []problem.FieldError, raw, email string) []problem.FieldError {
+	if raw == "" {
+		return append(errs, problem.FieldError{Field: "email", Message: "is required"})
+	}
+	if err := checkEmail(email); err != nil {
+		return append(errs, problem.FieldError{Field: "email", Message: err.Error()})
+	}
+	return errs
+}
+
+// newPasswordProblems appends the policy rule a new password breaks, named by its message.
+func (s *Service) newPasswordProblems(errs []problem.FieldError, field, pw, email string) []problem.FieldError {
+	if pw == "" {
+		return append(errs, problem.FieldError{Field: field, Message: "is required"})
+	}
+	if err := s.policy.Check(pw, email); err != nil {
+		msg := "is not acceptable"
+		var re *password.RuleError
+		if errors.As(err, &re) {
+			msg = re.Message
+		}
+		return append(errs, problem.FieldError{Field: field, Message: msg})
+	}
+	return errs
+}
+
 // LoginInput is a login request.
 type LoginInput struct {
 	Email, Password, Honeypot, DeviceName string
@@ -123,13 +136,8 @@ type PreAuthResponse struct {
 // exists.
 func (s *Service) Login(ctx context.Context, in LoginInput, m requestMeta) (LoginResult, error) {
 	email := NormalizeEmail(in.Email)
-	var errs []problem.FieldError
-	if in.Email == "" {
-		errs = append(errs, problem.FieldError{Field: "email", Message: "is required"})
-	} else if err := checkEmail(email); err != nil {
-		// The shape alone is judged, the same for every address: nothing about accounts.
-		errs = append(errs, problem.FieldError{Field: "email", Message: err.Error()})
-	}
+	// The shape alone is judged, the same for every address: nothing about accounts.
+	errs := emailProblems(nil, in.Email, email)
 	if in.Password == "" {
 		errs = append(errs, problem.FieldError{Field: "password", Message: "is required"})
 	}
@@ -563,16 +571,7 @@ func (s *Service) ChangePassword(ctx context.Context, p Principal, current, next
 	if current == "" {
 		errs = append(errs, problem.FieldError{Field: "current_password", Message: "is required"})
 	}
-	if next == "" {
-		errs = append(errs, problem.FieldError{Field: "new_password", Message: "is required"})
-	} else if err := s.policy.Check(next, p.User.Email); err != nil {
-		var re *password.RuleError
-		msg := "is not acceptable"
-		if errors.As(err, &re) {
-			msg = re.Message
-		}
-		errs = append(errs, problem.FieldError{Field: "new_password", Message: msg})
-	}
+	errs = s.newPasswordProblems(errs, "new_password", next, p.User.Email)
 	if len(errs) > 0 {
 		return TokenResponse{}, &ValidationError{Fields: errs}
 	}
