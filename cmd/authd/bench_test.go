@@ -503,7 +503,7 @@ type benchServer struct {
 
 func startBenchServer(b *testing.B, dir, name string, env ...string) *benchServer {
 	b.Helper()
-	s := &benchServer{name: name, http: benchFreeAddr(b), grpc: benchFreeAddr(b),
+	s := &benchServer{name: name, http: freeAddr(b), grpc: freeAddr(b),
 		logPath: filepath.Join(b.TempDir(), name+".log"), done: make(chan error, 1)}
 	logf, err := os.Create(s.logPath)
 	if err != nil {
@@ -568,16 +568,6 @@ func (s *benchServer) stop(b *testing.B) {
 	case <-time.After(20 * time.Second):
 		b.Errorf("authd %s did not stop within 20 s", s.name)
 	}
-}
-
-func benchFreeAddr(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // loginUsers registers n users and logs each in, a few at a time (Argon2 bounds the
