@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,7 +17,8 @@ import (
 // BenchmarkTake measures takes per second from 1 and 64 goroutines against the shared
 // Redis and the in-process limiter, beside a bare Redis PING round trip measured in the
 // same run on the same client, so the script's cost can be read against the network's
-// (cpu-µs/op is this process's CPU time per operation: the client's share):
+// (cpu-µs/op is this process's CPU time per operation, the client's share; redis-µs/op is
+// redis-server's, when it runs on this machine):
 //
 //	go test -run '^$' -bench Take -benchtime 2s ./ratelimit/
 //
@@ -65,6 +65,7 @@ func BenchmarkTake(b *testing.B) {
 			return err
 		}
 	}
+	redisPID = testenv.RedisPID(b)
 	for _, workers := range []int{1, 64} {
 		w := strconv.Itoa(workers)
 		b.Run("redis-ping/goroutines="+w, func(b *testing.B) { parallel(b, workers, ping) })
@@ -83,7 +84,7 @@ func parallel(b *testing.B, workers int, fn func(i int) error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0, redis0 := time.Now(), testenv.SelfCPU(), testenv.ProcessCPU(redisPID)
 	for range workers {
 		wg.Go(func() {
 			for {
@@ -100,15 +101,11 @@ func parallel(b *testing.B, workers int, fn func(i int) error) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
-	b.ReportMetric(float64(processCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(float64(testenv.SelfCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+	if redis0 >= 0 {
+		b.ReportMetric(float64(testenv.ProcessCPU(redisPID)-redis0)/float64(time.Microsecond)/float64(b.N), "redis-µs/op")
+	}
 }
 
-// processCPU is the user and system time of this process: with Redis in its own
-// process, the client's share of each operation.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+// redisPID is the test Redis's process, for its CPU time.
+var redisPID int

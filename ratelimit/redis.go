@@ -18,35 +18,53 @@ import (
 // REDIS_TIMEOUT's default.
 const DefaultTimeout = 200 * time.Millisecond
 
-// takeScript takes one token from the bucket KEYS[1], a hash {t: tokens, ts: µs}, of
-// ARGV[1] tokens refilled over ARGV[2] µs, and returns {allowed, remaining, retry µs,
-// reset µs}. The time is Redis's own (TIME), so replicas whose clocks disagree still share
-// one correct bucket; since Redis 5 scripts replicate their effects, so a write after
-// TIME is allowed. A refused take writes nothing. The key expires when the bucket would be
-// full again, which is the same as absent. Multiplying before dividing keeps whole
-// refills exact in floating point; tokens are stored with 17 digits, so they round-trip.
+// takeScript takes one token from each bucket KEYS[i], of ARGV[2i-1] tokens refilled over
+// ARGV[2i] µs, and returns four numbers per bucket: allowed (0 or 1), tokens remaining,
+// retry after (µs) and reset (µs: until the bucket is full again). One run serves a whole
+// batch of takes (see Redis), each still atomic; a key named twice is taken from twice,
+// in order. A bucket is a string "<tokens> <µs>": its tokens when last taken from, and
+// when. The time is Redis's own (TIME, once per run), so replicas whose clocks disagree
+// still share one correct bucket; since Redis 5 scripts replicate their effects, so a
+// write after TIME is allowed. A refused take writes nothing. The key expires when the
+// bucket would be full again, which is the same as absent; a value that is not a bucket
+// (another type, garbage) counts as absent and is overwritten. Multiplying before
+// dividing keeps whole refills exact in floating point; tokens are stored with 17
+// digits, so they round-trip.
 const takeScript = `
-local burst = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local tokens = burst
-local st = redis.call('HMGET', KEYS[1], 't', 'ts')
-local t0, ts = tonumber(st[1]), tonumber(st[2])
-if t0 and ts then
-  local elapsed = now - ts
-  if elapsed < 0 then elapsed = 0 end
-  tokens = t0 + elapsed * burst / period
-  if tokens > burst then tokens = burst end
+local out = {}
+for i = 1, #KEYS do
+  local burst = tonumber(ARGV[2 * i - 1])
+  local period = tonumber(ARGV[2 * i])
+  local tokens = burst
+  local v = redis.pcall('GET', KEYS[i])
+  if type(v) == 'string' then
+    local sp = string.find(v, ' ', 1, true)
+    local t0, ts
+    if sp then
+      t0, ts = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
+    end
+    if t0 and ts then
+      local elapsed = now - ts
+      if elapsed < 0 then elapsed = 0 end
+      tokens = t0 + elapsed * burst / period
+      if tokens > burst then tokens = burst end
+    end
+  end
+  local o = 4 * i - 3
+  if tokens < 1 then
+    out[o], out[o + 1] = 0, 0
+    out[o + 2] = math.ceil((1 - tokens) * period / burst)
+    out[o + 3] = math.ceil((burst - tokens) * period / burst)
+  else
+    tokens = tokens - 1
+    local reset = math.ceil((burst - tokens) * period / burst)
+    redis.call('SET', KEYS[i], string.format('%.17g %.0f', tokens, now), 'PX', math.max(1, math.ceil(reset / 1000)))
+    out[o], out[o + 1], out[o + 2], out[o + 3] = 1, math.floor(tokens), 0, reset
+  end
 end
-if tokens < 1 then
-  return {0, 0, math.ceil((1 - tokens) * period / burst), math.ceil((burst - tokens) * period / burst)}
-end
-tokens = tokens - 1
-local reset = math.ceil((burst - tokens) * period / burst)
-redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'ts', string.format('%.0f', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(reset / 1000))
-return {1, math.floor(tokens), 0, reset}
+return out
 `
 
 // RedisOptions configures NewRedis.
@@ -68,16 +86,18 @@ type RedisOptions struct {
 // concurrent use.
 //
 // Takes made at the same time share round trips. Each take is queued; a batch goroutine
-// sends everything queued as one pipeline of EVALSHA (one per take: each still its own
-// atomic script run, with its own reply), hands every caller its reply, and sends what
-// was queued meanwhile. A lone take thus goes out at once, alone, and under load each
-// batch carries the takes that arrived while the previous one was in Redis. The write,
-// the read and the wake-ups of a round trip, most of a take's cost on the client and in
+// sends everything queued as one EVALSHA of the take script over every queued bucket
+// (each take still atomic, with its own four numbers in the reply), hands every caller
+// its reply, and sends what was queued meanwhile. A lone take thus goes out at once,
+// alone, and under load each batch carries the takes that arrived while the previous one
+// was in Redis. The write, the read and the wake-ups of a round trip, and Redis's parsing
+// of the command and start of the script, most of a take's cost on the client and in
 // Redis (BenchmarkTake), are paid once per batch. One batch is in Redis at a time; another
 // starts beside it only when it is late (see maxWorkers). Each caller still waits at most
 // its timeout, and a take whose caller gave up before its batch left is not sent.
 type Redis struct {
 	client  redis.UniversalClient
+	cluster bool // a Redis Cluster: one script run per take, not per batch
 	prefix  string
 	timeout time.Duration
 	logger  *slog.Logger
@@ -125,6 +145,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 			Help: "Rate-limit takes that failed because Redis errored or did not answer within the timeout.",
 		}),
 	}
+	_, r.cluster = client.(*redis.ClusterClient)
 	r.batches.run = r.exec
 	r.batches.stall = opts.Timeout / 4
 	var err error
@@ -181,8 +202,7 @@ func (r *Redis) run(ctx context.Context, key string, l Limit, deadline time.Time
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	t := &pendingTake{ctx: ctx, deadline: deadline, args: r.args(l), done: make(chan takeReply, 1)}
-	t.keys[0] = key
+	t := &pendingTake{ctx: ctx, deadline: deadline, key: key, args: r.args(l), done: make(chan takeReply, 1)}
 	if err := r.batches.enqueue(t); err != nil {
 		return nil, err
 	}
@@ -227,8 +247,12 @@ func (r *Redis) args(l Limit) []any {
 // maxCachedLimits bounds Redis.argv, should a caller build limits on the fly.
 const maxCachedLimits = 64
 
-// exec runs one batch: a pipeline of EVALSHA, then EVAL for the takes that met NOSCRIPT
-// (Redis restarted or its script cache was flushed), which loads the script again.
+// exec runs one batch. On one Redis server (a single node or a Sentinel-managed primary)
+// the whole batch is one EVALSHA over every take's key, so Redis parses one command and
+// starts the script once per batch; a Redis Cluster cannot run a script over keys in
+// different slots, so there each take is its own EVALSHA, pipelined. Either way a take
+// that meets NOSCRIPT (Redis restarted, or its script cache was flushed) is sent again
+// as EVAL, which loads the script again.
 func (r *Redis) exec(batch []*pendingTake) {
 	// The batch lives as long as the longest-waiting caller may still want an answer.
 	var deadline time.Time
@@ -240,10 +264,40 @@ func (r *Redis) exec(batch []*pendingTake) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 
+	if r.cluster {
+		r.execEach(ctx, batch)
+		return
+	}
+	keys := make([]string, len(batch))
+	args := make([]any, 0, 2*len(batch))
+	for i, t := range batch {
+		keys[i] = t.key
+		args = append(args, t.args...)
+	}
+	cmd := r.script.EvalSha(ctx, r.client, keys, args...)
+	if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		r.logger.Info("rate-limit script not in Redis's script cache; loading it")
+		cmd = r.script.Eval(ctx, r.client, keys, args...)
+	}
+	v, err := cmd.Int64Slice()
+	if err == nil && len(v) != 4*len(batch) {
+		err = fmt.Errorf("script returned %d values for %d takes", len(v), len(batch))
+	}
+	for i, t := range batch {
+		if err != nil {
+			t.done <- takeReply{err: err}
+			continue
+		}
+		t.done <- takeReply{v: v[4*i : 4*i+4 : 4*i+4]}
+	}
+}
+
+// execEach runs a batch as one pipeline of single-key EVALSHA (Redis Cluster).
+func (r *Redis) execEach(ctx context.Context, batch []*pendingTake) {
 	cmds := make([]*redis.Cmd, len(batch))
 	pipe := r.client.Pipeline()
 	for i, t := range batch {
-		cmds[i] = r.script.EvalSha(ctx, pipe, t.keys[:], t.args...)
+		cmds[i] = r.script.EvalSha(ctx, pipe, []string{t.key}, t.args...)
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 
@@ -258,7 +312,7 @@ func (r *Redis) exec(batch []*pendingTake) {
 		pipe := r.client.Pipeline()
 		for _, i := range reload {
 			t := batch[i]
-			cmds[i] = r.script.Eval(ctx, pipe, t.keys[:], t.args...)
+			cmds[i] = r.script.Eval(ctx, pipe, []string{t.key}, t.args...)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
@@ -272,7 +326,7 @@ func (r *Redis) exec(batch []*pendingTake) {
 type pendingTake struct {
 	ctx      context.Context
 	deadline time.Time
-	keys     [1]string
+	key      string
 	args     []any          // shared: read only
 	done     chan takeReply // buffered: the batch never waits for a caller that gave up
 }
