@@ -92,6 +92,9 @@ func BenchmarkCheckPath(b *testing.B) {
 		"RATE_LIMIT_REGISTER_IP=0", "RATE_LIMIT_LOGIN_IP=0",
 		"DECISION_LOG_SAMPLE=" + decisionLogSample,
 	}
+	// AUTHD_BENCH_ENV adds settings to both authd processes (space-separated KEY=VALUE),
+	// to measure what a setting costs: AUTHD_BENCH_ENV="DECISION_LOG_SAMPLE=0.01".
+	common = append(common, strings.Fields(os.Getenv("AUTHD_BENCH_ENV"))...)
 	hot := startBenchServer(b, dir, "hot", common...)
 	hot.waitReady(b)
 	// The cold replica starts once the hot one has migrated the database and written the
@@ -147,7 +150,7 @@ func BenchmarkCheckPath(b *testing.B) {
 		}
 	}
 
-	cpu := &cpuMeter{self: os.Getpid(), redis: redisPID(b)}
+	cpu := &cpuMeter{self: os.Getpid(), redis: testenv.RedisPID(b)}
 	for b.Loop() {
 		rows := make([]benchRow, len(grpcTargets)+len(httpTargets))
 		for round := range benchRounds {
@@ -662,12 +665,12 @@ func (m *cpuMeter) measure(authd *benchServer, drive func() benchRow) benchRow {
 	}
 	before := make([]time.Duration, len(pids))
 	for i, p := range pids {
-		before[i] = procCPU(p)
+		before[i] = testenv.ProcessCPU(p)
 	}
 	r := drive()
 	used := make([]time.Duration, len(pids))
 	for i, p := range pids {
-		after := procCPU(p)
+		after := testenv.ProcessCPU(p)
 		used[i] = -1
 		if before[i] >= 0 && after >= 0 {
 			used[i] = after - before[i]
@@ -675,50 +678,4 @@ func (m *cpuMeter) measure(authd *benchServer, drive func() benchRow) benchRow {
 	}
 	r.cpuSelf, r.cpuAuthd, r.cpuRedis = used[0], used[1], used[2]
 	return r
-}
-
-// procCPU is the user+system time of process pid, or -1.
-func procCPU(pid int) time.Duration {
-	if pid <= 0 {
-		return -1
-	}
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return -1
-	}
-	// Fields after the command, which is in parentheses: state is the 3rd field of the
-	// line, utime the 14th, stime the 15th (proc(5)); the clock tick is 1/100 s on Linux.
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return -1
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return -1
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-// redisPID is redis-server's process id when it runs on this machine, else 0.
-func redisPID(b *testing.B) int {
-	b.Helper()
-	rdb, _ := testenv.Redis(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	info, err := rdb.Info(ctx, "server").Result()
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
-			if pid, err := strconv.Atoi(v); err == nil {
-				if _, err := os.Stat("/proc/" + v); err == nil {
-					return pid
-				}
-			}
-		}
-	}
-	return 0
 }
