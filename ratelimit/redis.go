@@ -202,33 +202,39 @@ func (r *Redis) run(ctx context.Context, key string, l Limit, deadline time.Time
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	t := &pendingTake{ctx: ctx, deadline: deadline, key: key, args: r.args(l), done: make(chan takeReply, 1)}
+	t := takes.Get().(*pendingTake)
+	t.ctx, t.deadline, t.key, t.args = ctx, deadline, key, r.args(l)
 	if err := r.batches.enqueue(t); err != nil {
+		t.release()
 		return nil, err
 	}
-	timer := timers.Get().(*time.Timer)
-	timer.Reset(time.Until(deadline))
-	defer func() {
-		timer.Stop()
-		timers.Put(timer)
-	}()
+	t.timer.Reset(time.Until(deadline))
 	select {
 	case rep := <-t.done:
+		t.timer.Stop()
+		t.release() // answered: its batch is done with it
 		return rep.v, rep.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-timer.C:
+		t.timer.Stop()
+		return nil, ctx.Err() // its batch may still answer it: left to the collector
+	case <-t.timer.C:
 		return nil, context.DeadlineExceeded
 	}
 }
 
-// timers are stopped timers for run (since Go 1.23 a stopped or reset timer never
-// delivers a stale tick).
-var timers = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
+// takes are pendingTakes to reuse, each with its reply channel and a stopped timer
+// (since Go 1.23 a stopped or reset timer never delivers a stale tick).
+var takes = sync.Pool{New: func() any {
+	t := &pendingTake{done: make(chan takeReply, 1), timer: time.NewTimer(time.Hour)}
+	t.timer.Stop()
 	return t
 }}
+
+// release returns t to takes; only a take no batch holds any more may be released.
+func (t *pendingTake) release() {
+	t.ctx, t.key, t.args = nil, "", nil
+	takes.Put(t)
+}
 
 // args are the script's ARGV for l, built once per limit: limits come from the
 // configuration, so there are few.
@@ -329,6 +335,7 @@ type pendingTake struct {
 	key      string
 	args     []any          // shared: read only
 	done     chan takeReply // buffered: the batch never waits for a caller that gave up
+	timer    *time.Timer    // the caller's deadline
 }
 
 type takeReply struct {
