@@ -88,6 +88,18 @@ func (s Session) Live(now time.Time) bool {
 	return s.RevokedAt == nil && now.Before(s.ExpiresAt)
 }
 
+// CheckState is what the check path needs of one session and of one user, read together
+// (Tx.CheckState). Only these columns are read: not the password hash, not the MFA secret.
+type CheckState struct {
+	SessionFound     bool
+	SessionUserID    string
+	SessionExpiresAt time.Time
+	SessionRevoked   bool // revoked_at is set
+
+	UserFound     bool
+	SecurityStamp string
+}
+
 // RefreshToken is one link of a session's rotation chain. Only its SHA-256 is stored.
 type RefreshToken struct {
 	ID         string // UUIDv7
@@ -142,6 +154,11 @@ type Tx interface {
 	CreateSession(ctx context.Context, s Session) error
 	GetSession(ctx context.Context, id string) (Session, error)
 	UpdateSession(ctx context.Context, id string, fn func(Session) (Session, error)) (Session, error)
+	// CheckState reads session sessionID and user userID's security stamp in one round
+	// trip: the check path's read on every cache miss, for every active session. The user
+	// need not be the session's. A missing session or user, a malformed id included, is a
+	// false found flag, not ErrNotFound.
+	CheckState(ctx context.Context, sessionID, userID string) (CheckState, error)
 	// ListLiveSessions returns the user's sessions that are neither revoked nor expired at
 	// now, newest first.
 	ListLiveSessions(ctx context.Context, userID string, now time.Time) ([]Session, error)

@@ -77,6 +77,46 @@ func (o *ops) GetSession(ctx context.Context, id string) (store.Session, error) 
 	return s, wrap("get session", err)
 }
 
+// CheckState is one single-row statement: the one-row FROM keeps a row when both joins
+// miss. A malformed id is bound as NULL, which matches nothing; when both are malformed
+// the database is not asked.
+func (o *ops) CheckState(ctx context.Context, sessionID, userID string) (store.CheckState, error) {
+	var sid, uid any // NULL
+	if c, ok := canonID(sessionID); ok {
+		sid = c
+	}
+	if c, ok := canonID(userID); ok {
+		uid = c
+	}
+	if sid == nil && uid == nil {
+		return store.CheckState{}, nil
+	}
+	var (
+		cs          store.CheckState
+		sessUser    sql.NullString
+		expires     *time.Time
+		stamp       sql.NullString
+		sessRevoked bool
+	)
+	err := o.q.queryRow(ctx, `SELECT s.user_id, s.expires_at, s.revoked_at IS NOT NULL, u.security_stamp
+		FROM (SELECT 1) AS one
+		LEFT JOIN sessions s ON s.id = $1
+		LEFT JOIN users u ON u.id = $2`, sid, uid).
+		Scan(&sessUser, nullTimeCol{&expires}, &sessRevoked, &stamp)
+	if err != nil {
+		return store.CheckState{}, wrap("check state", err)
+	}
+	if sessUser.Valid {
+		if expires == nil {
+			return store.CheckState{}, errors.New("sqlstore: check state: NULL expires_at")
+		}
+		cs.SessionFound, cs.SessionUserID = true, sessUser.String
+		cs.SessionExpiresAt, cs.SessionRevoked = *expires, sessRevoked
+	}
+	cs.UserFound, cs.SecurityStamp = stamp.Valid, stamp.String
+	return cs, nil
+}
+
 // UpdateSession writes every field the updater returns except ID, UserID and CreatedAt.
 func (o *ops) UpdateSession(ctx context.Context, id string, fn func(store.Session) (store.Session, error)) (store.Session, error) {
 	cid, ok := canonID(id)

@@ -21,14 +21,14 @@ import (
 	"github.com/authd/authd/testenv"
 )
 
-func ctxFor(t *testing.T) context.Context {
+func ctxFor(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // open migrates databaseURL and opens a store on it, closed when the test ends.
-func open(t *testing.T, databaseURL string) *sqlstore.Store {
+func open(t testing.TB, databaseURL string) *sqlstore.Store {
 	t.Helper()
 	ctx := ctxFor(t)
 	if err := migrations.Up(ctx, databaseURL); err != nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +43,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListLiveSessionsExcludesRevokedAndExpiredNewestFirst", testListLiveSessions},
 		{"RevokeUserSessionsSparesKeepAndReturnsRevokedIDs", testRevokeUserSessions},
 		{"RevokeUserSessionsWithoutKeepRevokesEveryLiveSession", testRevokeAllUserSessions},
+		{"CheckStateFindsSessionAndUserIndependently", testCheckStateFound},
+		{"CheckStateSeesRevocationExpiryAndStampRotation", testCheckStateChanges},
 
 		{"RefreshTokenReadsBackByHash", testRefreshTokenRoundTrip},
 		{"DuplicateRefreshTokenHashIsConflict", testDuplicateTokenHash},
@@ -608,6 +611,103 @@ func testRevokeAllUserSessions(t *testing.T, s store.Store) {
 	if len(live) != 0 {
 		t.Errorf("live sessions after revoking all: %v", sessionIDs(live))
 	}
+}
+
+// checkState compares a CheckState with what it should be, times to the microsecond.
+func checkState(t *testing.T, what string, got, want store.CheckState) {
+	t.Helper()
+	if want.SessionFound {
+		checkTime(t, what+": SessionExpiresAt", got.SessionExpiresAt, want.SessionExpiresAt)
+	}
+	got.SessionExpiresAt, want.SessionExpiresAt = time.Time{}, time.Time{}
+	checkSame(t, what, got, want)
+}
+
+func testCheckStateFound(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	u := mustCreateUser(t, s, "olivia@example.com")
+	other := mustCreateUser(t, s, "peggy@example.com")
+	sess := mustCreateSession(t, s, u.ID, t0)
+	missing := newID(t)
+
+	tests := []struct {
+		name     string
+		sid, uid string
+		session  bool        // sess is found
+		user     *store.User // the user found, nil for none
+	}{
+		{"session and its user", sess.ID, u.ID, true, &u},
+		{"session and another user", sess.ID, other.ID, true, &other},
+		{"ids in upper case", strings.ToUpper(sess.ID), strings.ToUpper(u.ID), true, &u},
+		{"missing session", missing, u.ID, false, &u},
+		{"missing user", sess.ID, missing, true, nil},
+		{"both missing", missing, newID(t), false, nil},
+		{"malformed session id", "not-a-uuid", u.ID, false, &u},
+		{"empty session id", "", u.ID, false, &u},
+		{"malformed user id", sess.ID, "not-a-uuid", true, nil},
+		{"both malformed", "x'; DROP TABLE sessions; --", "", false, nil},
+	}
+	for _, tc := range tests {
+		var want store.CheckState
+		if tc.session {
+			want.SessionFound, want.SessionUserID, want.SessionExpiresAt = true, u.ID, sess.ExpiresAt
+		}
+		if tc.user != nil {
+			want.UserFound, want.SecurityStamp = true, tc.user.SecurityStamp
+		}
+		got, err := s.CheckState(ctx, tc.sid, tc.uid)
+		if err != nil {
+			t.Errorf("%s: CheckState: %v", tc.name, err)
+			continue
+		}
+		checkState(t, tc.name, got, want)
+	}
+}
+
+func testCheckStateChanges(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	u := mustCreateUser(t, s, "rupert@example.com")
+	revoked := mustCreateSession(t, s, u.ID, t0)
+	at := t0.Add(time.Hour)
+	if _, err := s.UpdateSession(ctx, revoked.ID, func(cur store.Session) (store.Session, error) {
+		cur.RevokedAt, cur.RevokeReason = &at, "logout"
+		return cur, nil
+	}); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	expired := newSession(t, u.ID, t0.Add(-48*time.Hour))
+	expired.ExpiresAt = t0.Add(-24 * time.Hour)
+	if err := s.CreateSession(ctx, expired); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	rotated, err := s.UpdateUser(ctx, u.ID, func(cur store.User) (store.User, error) {
+		cur.SecurityStamp = newID(t)
+		return cur, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateUser: %v", err)
+	}
+
+	got, err := s.CheckState(ctx, revoked.ID, u.ID)
+	if err != nil {
+		t.Fatalf("CheckState: %v", err)
+	}
+	checkState(t, "revoked session, rotated stamp", got, store.CheckState{
+		SessionFound: true, SessionUserID: u.ID, SessionExpiresAt: revoked.ExpiresAt, SessionRevoked: true,
+		UserFound: true, SecurityStamp: rotated.SecurityStamp,
+	})
+	if got.SecurityStamp == u.SecurityStamp {
+		t.Error("CheckState returned the stamp from before the rotation")
+	}
+	// Expiry is the caller's to judge: the store reports when, not whether.
+	got, err = s.CheckState(ctx, expired.ID, u.ID)
+	if err != nil {
+		t.Fatalf("CheckState: %v", err)
+	}
+	checkState(t, "expired session", got, store.CheckState{
+		SessionFound: true, SessionUserID: u.ID, SessionExpiresAt: expired.ExpiresAt,
+		UserFound: true, SecurityStamp: rotated.SecurityStamp,
+	})
 }
 
 func testRefreshTokenRoundTrip(t *testing.T, s store.Store) {
