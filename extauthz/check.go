@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -256,10 +257,12 @@ type Config struct {
 	TokenCacheSize   int
 	TokenCacheMaxAge time.Duration
 
-	// DecisionLog gets one JSON line per decision; nil logs none. DecisionLogSample
-	// (DECISION_LOG_SAMPLE) is the fraction logged, in (0, 1]; 0 means 1. 503s are
-	// always logged.
-	DecisionLog       *slog.Logger
+	// DecisionLog gets one JSON line per decision, in one Write each, from concurrent
+	// checks (a logbuf.Writer batches them); nil logs none. The line is what
+	// slog.NewJSONHandler writes for an Info record "authz decision" with the decision's
+	// attributes. DecisionLogSample (DECISION_LOG_SAMPLE) is the fraction logged, in
+	// (0, 1]; 0 means 1. 503s are always logged.
+	DecisionLog       io.Writer
 	DecisionLogSample float64
 
 	Now        func() time.Time      // default time.Now
@@ -287,7 +290,7 @@ type Checker struct {
 	tokenAge  time.Duration
 	state     *stateCache
 	bus       revocation.Bus
-	dlog      *slog.Logger
+	dlog      io.Writer
 	sample    float64
 	now       func() time.Time
 	log       *slog.Logger

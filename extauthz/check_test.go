@@ -2,7 +2,6 @@ package extauthz_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -631,7 +630,7 @@ func TestMetricsCountDecisionsAndCacheHits(t *testing.T) {
 		{"authd_authz_cache_lookups_total", map[string]string{"cache": "token", "result": "hit"}, 2},
 		{"authd_authz_cache_lookups_total", map[string]string{"cache": "token", "result": "miss"}, 2},
 		{"authd_authz_cache_lookups_total", map[string]string{"cache": "session", "result": "hit"}, 2},
-		{"authd_authz_state_reads_total", map[string]string{"tier": "store", "result": "read"}, 2},
+		{"authd_authz_state_reads_total", map[string]string{"tier": "store", "result": "read"}, 1}, // session and stamp in one read
 		{"authd_authz_check_duration_seconds", map[string]string{"adapter": "direct"}, 4},
 	}
 	for _, c := range checks {
@@ -656,9 +655,6 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
-	}
-	if errors.Is(err, extauthz.ErrNotFound) {
-		t.Fatal("unrelated error")
 	}
 }
 

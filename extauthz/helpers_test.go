@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -120,7 +119,8 @@ func manager(t testing.TB, now func() time.Time, issuer, audience string) *jwks.
 	return m
 }
 
-// memSource is an in-memory SessionSource: sessions, stamps, and a switch to fail.
+// memSource is an in-memory SessionSource: sessions, stamps, and a switch to fail;
+// reads counts calls of State.
 type memSource struct {
 	mu       sync.Mutex
 	sessions map[string]extauthz.SessionInfo
@@ -135,32 +135,17 @@ func newMemSource() *memSource {
 
 var errStoreDown = errors.New("store is down")
 
-func (s *memSource) Session(_ context.Context, sid string) (extauthz.SessionInfo, error) {
+func (s *memSource) State(_ context.Context, sid, uid string) (extauthz.SessionInfo, extauthz.StampInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reads++
 	if s.down {
-		return extauthz.SessionInfo{}, errStoreDown
+		return extauthz.SessionInfo{}, extauthz.StampInfo{}, errStoreDown
 	}
 	info, ok := s.sessions[sid]
-	if !ok {
-		return extauthz.SessionInfo{}, extauthz.ErrNotFound
-	}
-	return info, nil
-}
-
-func (s *memSource) Stamp(_ context.Context, uid string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reads++
-	if s.down {
-		return "", errStoreDown
-	}
-	st, ok := s.stamps[uid]
-	if !ok {
-		return "", extauthz.ErrNotFound
-	}
-	return st, nil
+	info.Found = ok
+	stamp, ok := s.stamps[uid]
+	return info, extauthz.StampInfo{Found: ok, Stamp: stamp}, nil
 }
 
 func (s *memSource) setDown(down bool) {
@@ -245,7 +230,7 @@ func newEnv(t testing.TB, mutate func(*extauthz.Config)) *env {
 		Limiter:     lim,
 		UserLimit:   ratelimit.Limit{Burst: 1000, Period: time.Second},
 		IPLimit:     ratelimit.Limit{Burst: 1000, Period: time.Second},
-		DecisionLog: slog.New(slog.NewJSONHandler(e.dlog, nil)),
+		DecisionLog: e.dlog,
 		Now:         e.clock.Now,
 		Registerer:  e.reg,
 	}

@@ -18,22 +18,26 @@ import (
 // SessionSource reads session state from the system of record. cmd/authd adapts the
 // store with StoreSource; extauthz never sees a storage backend.
 type SessionSource interface {
-	// Session returns what the check needs of session sid, or ErrNotFound.
-	Session(ctx context.Context, sid string) (SessionInfo, error)
-	// Stamp returns the current security stamp of user uid, or ErrNotFound.
-	Stamp(ctx context.Context, uid string) (string, error)
+	// State returns what the check needs of session sid and the current security stamp
+	// of user uid, read together: every cache miss costs one read, for both. An unknown
+	// session or user is Found false. An error means the state could not be read: the
+	// check fails closed with 503.
+	State(ctx context.Context, sid, uid string) (SessionInfo, StampInfo, error)
 }
 
 // SessionInfo is what the check needs of a session.
 type SessionInfo struct {
+	Found     bool
 	UserID    string
 	ExpiresAt time.Time // absolute end of the session
 	Revoked   bool
 }
 
-// ErrNotFound is what a SessionSource returns for an unknown session or user. Any other
-// error means the state could not be read: the check fails closed with 503.
-var ErrNotFound = errors.New("extauthz: not found")
+// StampInfo is a user's current security stamp.
+type StampInfo struct {
+	Found bool
+	Stamp string
+}
 
 // sessionState is a cached session: found false means the store has no such session.
 type sessionState struct {
@@ -129,42 +133,26 @@ func (c *stateCache) lookup(ctx context.Context, sid, uid string, now time.Time)
 		}
 	}
 
+	// One read serves both, whichever is missing; only what was missing is filled.
 	ctx, cancel := context.WithTimeout(ctx, c.storeTO)
 	defer cancel()
-	var fillS, fillT bool
-	if !okS {
-		info, err := c.src.Session(ctx, sid)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			sess = sessionState{}
-		case err != nil:
-			c.m.tier(tierStore, resultError)
-			return sessionState{}, stampState{}, fmt.Errorf("read session: %w", err)
-		default:
-			sess = sessionState{found: true, revoked: info.Revoked, userID: info.UserID, expires: info.ExpiresAt.UnixNano()}
-		}
-		c.m.tier(tierStore, resultRead)
-		fillS = true
+	info, stamp, err := c.src.State(ctx, sid, uid)
+	if err != nil {
+		c.m.tier(tierStore, resultError)
+		return sessionState{}, stampState{}, fmt.Errorf("read session state: %w", err)
 	}
-	if !okT {
-		stamp, err := c.src.Stamp(ctx, uid)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			st = stampState{}
-		case err != nil:
-			c.m.tier(tierStore, resultError)
-			return sessionState{}, stampState{}, fmt.Errorf("read security stamp: %w", err)
-		default:
-			st = stampState{found: true, stamp: stamp}
-		}
-		c.m.tier(tierStore, resultRead)
-		fillT = true
-	}
+	c.m.tier(tierStore, resultRead)
+	fillS, fillT := !okS, !okT
 	exp := now.Add(ttl).UnixNano()
 	if fillS {
+		sess = sessionState{}
+		if info.Found {
+			sess = sessionState{found: true, revoked: info.Revoked, userID: info.UserID, expires: info.ExpiresAt.UnixNano()}
+		}
 		c.sessions.putIf(sid, sess, exp, ns, sameGen)
 	}
 	if fillT {
+		st = stampState{found: stamp.Found, stamp: stamp.Stamp}
 		c.stamps.putIf(uid, st, exp, ns, sameGen)
 	}
 	if useRedis {

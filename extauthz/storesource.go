@@ -2,7 +2,6 @@ package extauthz
 
 import (
 	"context"
-	"errors"
 
 	"github.com/authd/authd/store"
 )
@@ -15,26 +14,12 @@ type StoreSource struct {
 
 var _ SessionSource = StoreSource{}
 
-// Session implements SessionSource.
-func (s StoreSource) Session(ctx context.Context, sid string) (SessionInfo, error) {
-	sess, err := s.Store.GetSession(ctx, sid)
-	if errors.Is(err, store.ErrNotFound) {
-		return SessionInfo{}, ErrNotFound
-	}
+// State implements SessionSource with one store.Tx.CheckState read.
+func (s StoreSource) State(ctx context.Context, sid, uid string) (SessionInfo, StampInfo, error) {
+	cs, err := s.Store.CheckState(ctx, sid, uid)
 	if err != nil {
-		return SessionInfo{}, err
+		return SessionInfo{}, StampInfo{}, err
 	}
-	return SessionInfo{UserID: sess.UserID, ExpiresAt: sess.ExpiresAt, Revoked: sess.RevokedAt != nil}, nil
-}
-
-// Stamp implements SessionSource.
-func (s StoreSource) Stamp(ctx context.Context, uid string) (string, error) {
-	u, err := s.Store.GetUser(ctx, uid)
-	if errors.Is(err, store.ErrNotFound) {
-		return "", ErrNotFound
-	}
-	if err != nil {
-		return "", err
-	}
-	return u.SecurityStamp, nil
+	return SessionInfo{Found: cs.SessionFound, UserID: cs.SessionUserID, ExpiresAt: cs.SessionExpiresAt, Revoked: cs.SessionRevoked},
+		StampInfo{Found: cs.UserFound, Stamp: cs.SecurityStamp}, nil
 }

@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "serve":
-		err = withConfig(stderr, func(c config.Config, log *slog.Logger) error { return serve(ctx, c, log) })
+		err = withConfig(stderr, func(c config.Config, log *slog.Logger) error { return serve(ctx, c, log, stderr) })
 	case "migrate":
 		err = withConfig(stderr, func(c config.Config, log *slog.Logger) error { return migrateCmd(ctx, c, args, stdout) })
 	case "keys":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ import (
 	"github.com/authd/authd/extauthz"
 	authdhealth "github.com/authd/authd/health"
 	"github.com/authd/authd/jwks"
+	"github.com/authd/authd/logbuf"
 	"github.com/authd/authd/migrations"
 	"github.com/authd/authd/openapi"
 	"github.com/authd/authd/ratelimit"
@@ -42,8 +44,9 @@ import (
 )
 
 // serve is the composition root: config → logger → store → Redis → services → listeners,
-// then a graceful shutdown when ctx ends (SIGINT/SIGTERM).
-func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
+// then a graceful shutdown when ctx ends (SIGINT/SIGTERM). stderr is the stream log writes
+// to; the decision log shares it.
+func serve(ctx context.Context, c config.Config, log *slog.Logger, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -166,7 +169,21 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
 		openapi.Register(mux)
 	}
 
-	checker, err := newChecker(ctx, c, log, reg, notifyHUP(ctx), keys, st, bus, rdb, limiter, ips)
+	// Decision lines are info records of the operational log's stream, written in batches
+	// (at most logbuf.DefaultInterval late): LOG_LEVEL above info turns them off. The
+	// batch is written out once the servers have stopped: a clean shutdown loses none.
+	var decisions io.Writer
+	if c.DecisionLogSample > 0 && log.Enabled(ctx, slog.LevelInfo) {
+		dl := logbuf.New(stderr, logbuf.Options{})
+		defer func() {
+			_ = dl.Close()
+			if n := dl.Dropped(); n > 0 {
+				log.Warn("decision log lines lost", "lines", n, "error", dl.Err())
+			}
+		}()
+		decisions = dl
+	}
+	checker, err := newChecker(ctx, c, log, reg, notifyHUP(ctx), keys, st, bus, rdb, limiter, ips, decisions)
 	if err != nil {
 		return err
 	}
@@ -273,10 +290,10 @@ func runServers(ctx context.Context, log *slog.Logger, timeout time.Duration,
 
 // newChecker builds the check path: route policy (reloaded on change and SIGHUP), local
 // token verification, session state from the store through the caches, per-user and
-// per-IP limits.
+// per-IP limits; decisions gets the decision log (nil: none).
 func newChecker(ctx context.Context, c config.Config, log *slog.Logger, reg prometheus.Registerer, hup <-chan os.Signal,
 	keys *jwks.Manager, st store.Store, bus revocation.Bus, rdb redis.UniversalClient,
-	limiter ratelimit.Limiter, ips *clientip.Resolver) (*extauthz.Checker, error) {
+	limiter ratelimit.Limiter, ips *clientip.Resolver, decisions io.Writer) (*extauthz.Checker, error) {
 	var policy extauthz.PolicySource
 	if c.PolicyFile != "" {
 		pf, err := extauthz.OpenPolicyFile(c.PolicyFile, log)
@@ -289,10 +306,6 @@ func newChecker(ctx context.Context, c config.Config, log *slog.Logger, reg prom
 	tokenCache := c.TokenCacheSize
 	if tokenCache == 0 {
 		tokenCache = -1 // TOKEN_CACHE_SIZE=0 turns the cache off
-	}
-	var decisions *slog.Logger
-	if c.DecisionLogSample > 0 {
-		decisions = log
 	}
 	return extauthz.New(extauthz.Config{
 		Verifier: keys, Sessions: extauthz.StoreSource{Store: st}, Bus: bus, Redis: rdb,
