@@ -118,20 +118,23 @@ func (s *GRPCServer) name(n string) string {
 	return strings.ToLower(n)
 }
 
-func (s *GRPCServer) set(name, value string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: s.name(name), Value: value},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+// headers converts hs into header options set by overwrite, in two allocations.
+func (s *GRPCServer) headers(hs []Header) []*corev3.HeaderValueOption {
+	opts := make([]corev3.HeaderValueOption, len(hs))
+	vals := make([]corev3.HeaderValue, len(hs))
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		vals[i] = corev3.HeaderValue{Key: s.name(h.Name), Value: h.Value}
+		opts[i] = corev3.HeaderValueOption{Header: &vals[i], AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
+		out[i] = &opts[i]
 	}
+	return out
 }
 
 // response maps a Decision to a CheckResponse; every branch sets Status.
 func (s *GRPCServer) response(d *Decision) *authv3.CheckResponse {
 	if d.Allow {
-		ok := &authv3.OkHttpResponse{Headers: make([]*corev3.HeaderValueOption, len(d.Upstream))}
-		for i, h := range d.Upstream {
-			ok.Headers[i] = s.set(h.Name, h.Value)
-		}
+		ok := &authv3.OkHttpResponse{Headers: s.headers(d.Upstream)}
 		if len(d.Remove) > 0 {
 			ok.HeadersToRemove = make([]string, len(d.Remove))
 			for i, n := range d.Remove {
@@ -149,11 +152,8 @@ func (s *GRPCServer) response(d *Decision) *authv3.CheckResponse {
 	}
 	denied := &authv3.DeniedHttpResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
-		Headers: make([]*corev3.HeaderValueOption, len(d.Client)),
+		Headers: s.headers(d.Client),
 		Body:    string(d.Body),
-	}
-	for i, h := range d.Client {
-		denied.Headers[i] = s.set(h.Name, h.Value)
 	}
 	return &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(code), Message: d.Reason},

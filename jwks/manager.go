@@ -73,6 +73,47 @@ type keySet struct {
 	jwks     []byte                      // the JWK Set document
 	etag     string
 	loadedAt time.Time
+	// headers are the header segments of tokens that verified with this set, parsed:
+	// the tokens of one key share one, so its JSON is decoded once. At most
+	// maxCachedHeaders, and only from tokens whose signature verified, so a client
+	// cannot fill it.
+	headers atomic.Pointer[map[string]header]
+}
+
+// maxCachedHeaders bounds keySet.headers: one per key and typ is what authd issues.
+const maxCachedHeaders = 16
+
+// header returns the parsed header segment seg, if a token that verified carried it.
+func (s *keySet) header(seg string) (header, bool) {
+	if m := s.headers.Load(); m != nil {
+		h, ok := (*m)[seg]
+		return h, ok
+	}
+	return header{}, false
+}
+
+// rememberHeader caches h under seg once a token carrying it verified.
+func (s *keySet) rememberHeader(seg string, h header) {
+	for {
+		old := s.headers.Load()
+		var n int
+		if old != nil {
+			n = len(*old)
+		}
+		if n >= maxCachedHeaders {
+			return
+		}
+		m := make(map[string]header, n+1)
+		if old != nil {
+			for k, v := range *old {
+				m[k] = v
+			}
+		}
+		m[seg] = h
+		if s.headers.CompareAndSwap(old, &m) {
+			return
+		}
+	}
 }
 
 // New checks opts, loads the keys of src and returns a Manager serving them.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -250,4 +251,34 @@ func otherSignature(tok string) string {
 		b[i] = 'A'
 	}
 	return string(b)
+}
+
+// A key set remembers the header segments of the tokens it verified, so their JSON is
+// decoded once; the next set starts empty, so a key removed from the directory takes its
+// tokens with it, whatever was remembered.
+func TestARemovedKeyRefusesTokensItVerifiedBefore(t *testing.T) {
+	dir := t.TempDir()
+	oldPriv, oldPub := keyPair(t, dir, "RS256", t0)
+	m, _ := newManagerLog(t, jwks.Source{Dir: dir}, "RS256", newClock())
+	old := signAccess(t, m)
+	for range 3 {
+		if _, err := m.VerifyAccess(old); err != nil {
+			t.Fatalf("the token of the current key is refused: %v", err)
+		}
+	}
+	keyPair(t, dir, "RS256", t0.Add(time.Hour))
+	for _, p := range []string{oldPriv, oldPub} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.VerifyAccess(old); !errors.Is(err, jwks.ErrUnknownKey) {
+		t.Fatalf("a token of the removed key after the reload: %v, want ErrUnknownKey", err)
+	}
+	if _, err := m.VerifyAccess(signAccess(t, m)); err != nil {
+		t.Fatalf("a token of the new key is refused: %v", err)
+	}
 }

@@ -299,30 +299,34 @@ func (m *Manager) verify(token, wantTyp, wantAud string, dst any, reg *registere
 	// One copy of the token and one buffer for the three decoded segments.
 	raw := []byte(token)
 	buf := make([]byte, b64.DecodedLen(len(raw)))
-	hn, err := b64.Decode(buf, raw[:dot1])
-	if err != nil {
-		return refuse(ErrMalformed, "header encoding")
-	}
-	var h header
-	if err := json.Unmarshal(buf[:hn], &h); err != nil {
-		return refuse(ErrMalformed, "header is not a JSON object")
-	}
-	switch {
-	case h.JWK != nil:
-		return refuse(ErrHeader, "jwk")
-	case h.JKU != nil:
-		return refuse(ErrHeader, "jku")
-	case h.X5U != nil:
-		return refuse(ErrHeader, "x5u")
-	case h.X5C != nil:
-		return refuse(ErrHeader, "x5c")
-	case h.Crit != nil:
-		return refuse(ErrHeader, "crit")
+	set := m.set.Load()
+	h, known := set.header(token[:dot1])
+	hn := 0
+	if !known {
+		var err error
+		if hn, err = b64.Decode(buf, raw[:dot1]); err != nil {
+			return refuse(ErrMalformed, "header encoding")
+		}
+		if err := json.Unmarshal(buf[:hn], &h); err != nil {
+			return refuse(ErrMalformed, "header is not a JSON object")
+		}
+		switch {
+		case h.JWK != nil:
+			return refuse(ErrHeader, "jwk")
+		case h.JKU != nil:
+			return refuse(ErrHeader, "jku")
+		case h.X5U != nil:
+			return refuse(ErrHeader, "x5u")
+		case h.X5C != nil:
+			return refuse(ErrHeader, "x5c")
+		case h.Crit != nil:
+			return refuse(ErrHeader, "crit")
+		}
 	}
 	if h.Alg != m.alg.String() {
 		return refuse(ErrAlgorithm, "alg is not "+m.alg.String())
 	}
-	key, ok := m.set.Load().keys[h.Kid]
+	key, ok := set.keys[h.Kid]
 	if !ok {
 		return ErrUnknownKey
 	}
@@ -346,7 +350,13 @@ func (m *Manager) verify(token, wantTyp, wantAud string, dst any, reg *registere
 	if err := json.Unmarshal(payload[:pn], dst); err != nil {
 		return refuse(ErrMalformed, "payload is not a claims object")
 	}
-	return m.checkRegistered(reg, wantAud)
+	if err := m.checkRegistered(reg, wantAud); err != nil {
+		return err
+	}
+	if !known {
+		set.rememberHeader(token[:dot1], h)
+	}
+	return nil
 }
 
 func (m *Manager) checkRegistered(r *registered, wantAud string) error {
