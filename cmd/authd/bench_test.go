@@ -465,7 +465,7 @@ func serveEmptyGRPC(b *testing.B) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpcServerOptions()...) // authd's own: the same stack
 	authv3.RegisterAuthorizationServer(srv, emptyAuthz{})
 	go func() { _ = srv.Serve(lis) }()
 	b.Cleanup(srv.Stop)
