@@ -2,8 +2,10 @@ package ratelimit_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -138,9 +140,14 @@ func TestRedisKeysAndExpiry(t *testing.T) {
 	if ttl <= 2*time.Second || ttl > 3*time.Second {
 		t.Fatalf("PTTL after one take of 20/min = %v, want about 3s (when the bucket is full again)", ttl)
 	}
-	v, err := c.Get(ctx, key).Result()
-	if tokens, _, ok := strings.Cut(v, " "); err != nil || !ok || tokens != "19" {
-		t.Fatalf("bucket = %q (%v), want 19 tokens and a time", v, err)
+	v, err := c.Get(ctx, key).Bytes()
+	if err != nil || len(v) != 16 {
+		t.Fatalf("bucket = %q (%v), want two doubles", v, err)
+	}
+	tokens := math.Float64frombits(binary.LittleEndian.Uint64(v))
+	at := time.UnixMicro(int64(math.Float64frombits(binary.LittleEndian.Uint64(v[8:]))))
+	if tokens != 19 || time.Since(at).Abs() > time.Minute {
+		t.Fatalf("bucket holds %v tokens at %v, want 19 now", tokens, at)
 	}
 	// A refused take writes nothing.
 	drain(t, r, "c", "id", hour)
@@ -154,7 +161,9 @@ func TestRedisKeysAndExpiry(t *testing.T) {
 	for _, junk := range []func(string) error{
 		func(k string) error { return c.HSet(ctx, k, "t", "0", "ts", "1").Err() },
 		func(k string) error { return c.Set(ctx, k, "garbage", 0).Err() },
-		func(k string) error { return c.Set(ctx, k, "1 x", 0).Err() },
+		func(k string) error { // NaN tokens
+			return c.Set(ctx, k, string(binary.LittleEndian.AppendUint64(make([]byte, 8), math.Float64bits(math.NaN()))), 0).Err()
+		},
 	} {
 		k := r.Key("junk", "id")
 		c.Del(ctx, k)
