@@ -185,6 +185,20 @@ type Verifier interface {
 	VerifyAccess(token string) (jwks.AccessClaims, error)
 }
 
+// KeyGenerations is a Verifier whose key set can change (*jwks.Manager): a token verified
+// under an earlier generation is verified again, so a key removed from the set stops its
+// tokens at once, not when their cache entries end.
+type KeyGenerations interface {
+	Generation() uint64
+}
+
+// verified is a verified-token cache entry: the claims, and the key-set generation they
+// were verified under.
+type verified struct {
+	claims jwks.AccessClaims
+	gen    uint64
+}
+
 // Defaults of Config.
 const (
 	DefaultAccessCookie     = "access_token"
@@ -252,8 +266,8 @@ type Config struct {
 	SessionCacheSize int
 	// TokenCacheSize (TOKEN_CACHE_SIZE) bounds the verified-token cache
 	// (DefaultTokenCacheSize); negative turns it off. An entry lives until the token's
-	// exp, and at most TokenCacheMaxAge (DefaultTokenCacheMaxAge), which bounds how long
-	// a token signed by a key removed from the key set still passes.
+	// exp, and at most TokenCacheMaxAge (DefaultTokenCacheMaxAge). A Verifier with key
+	// generations (KeyGenerations) has its tokens verified again after its keys change.
 	TokenCacheSize   int
 	TokenCacheMaxAge time.Duration
 
@@ -286,7 +300,8 @@ type Checker struct {
 	wwwAuth   string // Bearer realm="…"
 	wwwAuthEr string // … , error="invalid_token"
 	bodies    map[string][]byte
-	tokens    *ttlCache[[sha256.Size]byte, jwks.AccessClaims]
+	tokens    *ttlCache[[sha256.Size]byte, verified]
+	keyGen    KeyGenerations // nil: the Verifier's keys never change
 	tokenAge  time.Duration
 	state     *stateCache
 	bus       revocation.Bus
@@ -431,7 +446,8 @@ func New(cfg Config) (*Checker, error) {
 		c.bodies[reason] = append(body, '\n')
 	}
 	if cfg.TokenCacheSize > 0 {
-		c.tokens = newTTLCache[[sha256.Size]byte, jwks.AccessClaims](cfg.TokenCacheSize)
+		c.tokens = newTTLCache[[sha256.Size]byte, verified](cfg.TokenCacheSize)
+		c.keyGen, _ = cfg.Verifier.(KeyGenerations)
 	}
 	c.state = &stateCache{
 		src:      cfg.Sessions,
@@ -628,18 +644,22 @@ func (c *Checker) allow(cl jwks.AccessClaims, mfa bool) Decision {
 	return d
 }
 
-// verify verifies tok, or finds it among the tokens verified before. The cache is
-// keyed by the token's SHA-256, so no token is kept in memory, and an entry never
-// outlives the token's exp.
+// verify verifies tok, or finds it among the tokens verified before under the key set in
+// service. The cache is keyed by the token's SHA-256, so no token is kept in memory, and
+// an entry never outlives the token's exp.
 func (c *Checker) verify(tok string, now time.Time) (jwks.AccessClaims, error) {
 	if c.tokens == nil {
 		return c.verifier.VerifyAccess(tok)
 	}
+	var gen uint64
+	if c.keyGen != nil {
+		gen = c.keyGen.Generation()
+	}
 	key := sha256.Sum256([]byte(tok))
 	ns := now.UnixNano()
-	if cl, ok := c.tokens.get(key, ns); ok {
+	if v, ok := c.tokens.get(key, ns); ok && v.gen == gen {
 		c.m.cacheResult(cacheToken, true)
-		return cl, nil
+		return v.claims, nil
 	}
 	c.m.cacheResult(cacheToken, false)
 	cl, err := c.verifier.VerifyAccess(tok)
@@ -647,7 +667,7 @@ func (c *Checker) verify(tok string, now time.Time) (jwks.AccessClaims, error) {
 		return cl, err
 	}
 	exp := min(cl.Expiry.UnixNano(), now.Add(c.tokenAge).UnixNano())
-	c.tokens.put(key, cl, exp, ns)
+	c.tokens.put(key, verified{cl, gen}, exp, ns)
 	return cl, nil
 }
 

@@ -60,7 +60,8 @@ type Manager struct {
 	log        *slog.Logger
 	metrics    *metrics
 
-	set atomic.Pointer[keySet]
+	set  atomic.Pointer[keySet]
+	gens atomic.Uint64 // key sets loaded so far
 
 	reloadMu sync.Mutex
 	loadedFP string // fingerprint of the key files at the last load; under reloadMu
@@ -73,6 +74,7 @@ type keySet struct {
 	jwks     []byte                      // the JWK Set document
 	etag     string
 	loadedAt time.Time
+	gen      uint64 // Generation
 	// headers are the header segments of tokens that verified with this set, parsed:
 	// the tokens of one key share one, so its JSON is decoded once. At most
 	// maxCachedHeaders, and only from tokens whose signature verified, so a client
@@ -171,6 +173,11 @@ func orDefault(d, def time.Duration) time.Duration {
 // Alg is the signing and verification algorithm, e.g. "RS256".
 func (m *Manager) Alg() string { return m.alg.String() }
 
+// Generation numbers the key set in service: it grows with every successful load, so a
+// cache of verified tokens can tell that the keys changed (a key removed takes its tokens
+// with it) and verify again.
+func (m *Manager) Generation() uint64 { return m.set.Load().gen }
+
 // Reload reads the key source again and swaps the new set in. On any error (a bad
 // or half-written key, a missing directory) the error is logged and returned and the
 // current set stays in service: a typo must not lock every user out.
@@ -190,6 +197,7 @@ func (m *Manager) reloadLocked() error {
 		}
 		return err
 	}
+	set.gen = m.gens.Add(1)
 	m.set.Store(set)
 	m.metrics.reloads.WithLabelValues("ok").Inc()
 	signing := ""
