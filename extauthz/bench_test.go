@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -334,61 +333,18 @@ func BenchmarkGRPCCheckRedis(b *testing.B) {
 	}
 	addr := serveOn(b, func(s *grpc.Server) { extauthz.NewGRPCServer(e.checker).Register(s) })
 	drive(b, "warm-up", addr, reqs, 2*users, conc)
-	redisPID := redisServerPID(rdb)
-	self0, redis0 := selfCPU(), procCPU(redisPID)
+	redisPID := testenv.RedisPID(b)
+	self0, redis0 := testenv.SelfCPU(), testenv.ProcessCPU(redisPID)
 	b.ResetTimer()
 	r := drive(b, "authd Check", addr, reqs, b.N, conc)
 	b.StopTimer()
 	if redisPID > 0 {
-		b.ReportMetric(float64((procCPU(redisPID)-redis0).Microseconds())/float64(b.N), "redis-cpu-µs/op")
+		b.ReportMetric(float64((testenv.ProcessCPU(redisPID)-redis0).Microseconds())/float64(b.N), "redis-cpu-µs/op")
 	}
-	b.ReportMetric(float64((selfCPU()-self0).Microseconds())/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(float64((testenv.SelfCPU()-self0).Microseconds())/float64(b.N), "cpu-µs/op")
 	if r.errors > 0 {
 		b.Errorf("%d of %d checks failed or were denied", r.errors, r.requests)
 	}
 	b.ReportMetric(r.throughput, "checks/s")
 	b.ReportMetric(float64(r.p99.Microseconds()), "p99-µs")
-}
-
-// selfCPU is this process's user+system time.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procCPU is the user+system time of process pid (Linux /proc), or 0.
-func procCPU(pid int) time.Duration {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if pid <= 0 || err != nil {
-		return 0
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond // clock ticks of 1/100 s
-}
-
-// redisServerPID is the test Redis's process id when it runs on this machine, else 0.
-func redisServerPID(rdb *redis.Client) int {
-	info, err := rdb.Info(context.Background(), "server").Result()
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
-			if pid, err := strconv.Atoi(v); err == nil {
-				if _, err := os.Stat("/proc/" + v); err == nil {
-					return pid
-				}
-			}
-		}
-	}
-	return 0
 }

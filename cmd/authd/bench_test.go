@@ -94,6 +94,7 @@ func BenchmarkCheckPath(b *testing.B) {
 	}
 	// AUTHD_BENCH_ENV adds settings to both authd processes (space-separated KEY=VALUE),
 	// to measure what a setting costs: AUTHD_BENCH_ENV="DECISION_LOG_SAMPLE=0.01".
+	// AUTHD_BENCH_BINARY runs another authd build instead of this tree's, to compare two.
 	common = append(common, strings.Fields(os.Getenv("AUTHD_BENCH_ENV"))...)
 	hot := startBenchServer(b, dir, "hot", common...)
 	hot.waitReady(b)
@@ -513,7 +514,11 @@ func startBenchServer(b *testing.B, dir, name string, env ...string) *benchServe
 		b.Fatal(err)
 	}
 	defer logf.Close()
-	s.cmd = exec.Command(binary, "serve")
+	bin := binary
+	if b := os.Getenv("AUTHD_BENCH_BINARY"); b != "" {
+		bin = b // another build of authd, to compare two builds under the same load
+	}
+	s.cmd = exec.Command(bin, "serve")
 	s.cmd.Dir = dir
 	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
 	s.cmd.Env = append(s.cmd.Env, cheap...)
