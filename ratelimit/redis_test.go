@@ -75,6 +75,43 @@ func TestRedisOneScriptPerTake(t *testing.T) {
 	}
 }
 
+// Hundreds of takes at once go out in batches as large as the limiter allows (one
+// script run over many buckets): each still gets its own exact answer, a bucket named
+// many times in one batch is taken from once per take, and none is lost.
+func TestRedisLargeBatchesAnswerEveryTakeExactly(t *testing.T) {
+	c, prefix := testenv.Redis(t)
+	r := newRedis(t, c, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})
+	shared := ratelimit.Limit{Burst: 100, Period: time.Hour}
+	own := ratelimit.Limit{Burst: 3, Period: time.Hour}
+	const n = 700
+	var sharedAllowed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if i%2 == 0 {
+				res, err := r.Take(context.Background(), "c", "shared", shared)
+				if err != nil {
+					t.Errorf("take %d from the shared bucket: %v", i, err)
+				} else if res.Allowed {
+					sharedAllowed.Add(1)
+				}
+				return
+			}
+			id := "own-" + strconv.Itoa(i)
+			for k := range 2 {
+				res, err := r.Take(context.Background(), "c", id, own)
+				if err != nil || !res.Allowed || res.Remaining != own.Burst-1-k {
+					t.Errorf("take %d from bucket %s = %+v, %v; want allowed with %d left", k+1, id, res, err, own.Burst-1-k)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := sharedAllowed.Load(); got != int64(shared.Burst) {
+		t.Fatalf("%d takes from one bucket of %d: %d allowed", n/2, shared.Burst, got)
+	}
+}
+
 // Two replicas: two limiters, each with its own connection pool, share every bucket.
 func TestRedisReplicasShareOneBucket(t *testing.T) {
 	c1, prefix := testenv.Redis(t)
