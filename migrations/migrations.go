@@ -20,6 +20,8 @@ import (
 
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
+
+	"github.com/authd/authd/dburl"
 )
 
 // files holds the migrations; embed.FS is read-only.
@@ -83,26 +85,26 @@ func withMigrate(ctx context.Context, databaseURL string, create bool, op string
 		return err
 	}
 	fail := func(err error) error {
-		return tgt.redact(fmt.Errorf("migrations: %s on %s: %w", op, tgt.display, err))
+		return tgt.Redact(fmt.Errorf("migrations: %s on %s: %w", op, tgt.Display, err))
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	src, err := iofs.New(files, tgt.dialect)
+	src, err := iofs.New(files, tgt.Dialect)
 	if err != nil {
 		return fail(err)
 	}
 
 	var m *migrate.Migrate
-	switch tgt.dialect {
-	case dialectPostgres:
+	switch tgt.Dialect {
+	case dburl.Postgres:
 		m, err = migrate.NewWithSourceInstance("iofs", src, tgt.migrateURL(ctx))
-	case dialectSQLite:
+	case dburl.SQLite:
 		if create {
-			if err := os.MkdirAll(filepath.Dir(tgt.path), 0o700); err != nil {
+			if err := os.MkdirAll(filepath.Dir(tgt.Path), 0o700); err != nil {
 				return fail(err)
 			}
-		} else if _, statErr := os.Stat(tgt.path); statErr != nil {
+		} else if _, statErr := os.Stat(tgt.Path); statErr != nil {
 			return fail(fmt.Errorf("SQLite database file: %w", statErr))
 		}
 		m, err = openSQLite(src, tgt)

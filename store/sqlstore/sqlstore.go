@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/authd/authd/dburl"
 	"github.com/authd/authd/store"
 )
 
@@ -66,26 +67,26 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	if opts.MaxConns < 0 || opts.MaxConns > math.MaxInt32 {
 		return nil, fmt.Errorf("sqlstore: MaxConns %d out of range", opts.MaxConns)
 	}
-	tgt, err := parseURL(databaseURL)
+	tgt, err := dburl.Parse(databaseURL)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sqlstore: %w", err)
 	}
 	var s *Store
-	switch tgt.dialect {
-	case dialectPostgres:
+	switch tgt.Dialect {
+	case dburl.Postgres:
 		s, err = openPostgres(ctx, tgt, opts.MaxConns, log)
 	default:
 		s, err = openSQLite(ctx, tgt, log)
 	}
 	if err != nil {
-		return nil, tgt.redact(fmt.Errorf("sqlstore: open %s: %w", tgt.display, err))
+		return nil, tgt.Redact(fmt.Errorf("sqlstore: open %s: %w", tgt.Display, err))
 	}
-	log.Info("store opened", "dialect", s.dialect, "database", tgt.display)
+	log.Info("store opened", "dialect", s.dialect, "database", tgt.Display)
 	return s, nil
 }
 
-func openPostgres(ctx context.Context, tgt *target, maxConns int, log *slog.Logger) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(tgt.pg)
+func openPostgres(ctx context.Context, tgt *dburl.URL, maxConns int, log *slog.Logger) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(tgt.PoolURL())
 	if err != nil {
 		return nil, err
 	}
@@ -112,17 +113,17 @@ func openPostgres(ctx context.Context, tgt *target, maxConns int, log *slog.Logg
 				return pgTx{pgQuerier{tx}, tx}, nil
 			},
 		},
-		dialect: dialectPostgres,
+		dialect: dburl.Postgres,
 		ping:    pool.Ping,
 		close:   func() error { pool.Close(); return nil },
 	}, nil
 }
 
-func openSQLite(ctx context.Context, tgt *target, log *slog.Logger) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(tgt.path), 0o700); err != nil {
+func openSQLite(ctx context.Context, tgt *dburl.URL, log *slog.Logger) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(tgt.Path), 0o700); err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite", tgt.dsn)
+	db, err := sql.Open("sqlite", tgt.SQLiteDSN())
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +147,7 @@ func openSQLite(ctx context.Context, tgt *target, log *slog.Logger) (*Store, err
 				return sqliteTx{sqliteQuerier{tx}, tx}, nil
 			},
 		},
-		dialect: dialectSQLite,
+		dialect: dburl.SQLite,
 		ping:    db.PingContext,
 		close:   db.Close,
 	}, nil
