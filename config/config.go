@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/authd/authd/clientip"
+	"github.com/authd/authd/dburl"
 	"github.com/authd/authd/ratelimit"
 )
 
@@ -355,25 +356,22 @@ func (l *loader) databaseURL(name, def string, prod bool) string {
 		}
 		return def
 	}
-	u, err := url.Parse(v)
+	// The store's own parser, so what passes here opens there; its errors never hold the
+	// password.
+	d, err := dburl.Parse(v)
 	if err != nil {
-		l.fail(name, "is not a valid URL")
+		l.fail(name, "%s", err.Error())
 		return def
 	}
-	switch u.Scheme {
-	case "postgres", "postgresql":
-		if u.Host == "" {
+	switch d.Dialect {
+	case dburl.Postgres:
+		if u, err := url.Parse(v); err != nil || u.Host == "" {
 			l.fail(name, "has no host (want postgres://user:password@host:5432/db)")
 		}
-	case "sqlite":
-		if strings.TrimPrefix(v, "sqlite://") == "" {
-			l.fail(name, "has no path (want sqlite://./data/authd.db)")
-		}
+	case dburl.SQLite:
 		if prod {
 			l.fail(name, "must be a postgres:// URL with ENV=production; the embedded SQLite store is for development")
 		}
-	default:
-		l.fail(name, "has scheme %q; want postgres:// or sqlite://", u.Scheme)
 	}
 	return v
 }

@@ -37,6 +37,7 @@ func TestEachBadValueIsNamed(t *testing.T) {
 	}{
 		{"bad database URL", map[string]string{"DATABASE_URL": "mysql://x"}, "DATABASE_URL:"},
 		{"database URL without host", map[string]string{"DATABASE_URL": "postgres:///db"}, "DATABASE_URL:"},
+		{"in-memory SQLite, which the store refuses", map[string]string{"DATABASE_URL": "sqlite://:memory:"}, "DATABASE_URL:"},
 		{"unparsable duration", map[string]string{"ACCESS_TOKEN_TTL": "fifteen"}, "ACCESS_TOKEN_TTL:"},
 		{"negative duration", map[string]string{"SHUTDOWN_TIMEOUT": "-1s"}, "SHUTDOWN_TIMEOUT:"},
 		{"bad bool", map[string]string{"DEBUG": "yes please"}, "DEBUG:"},
@@ -80,6 +81,14 @@ func TestProductionRefusesDevConveniences(t *testing.T) {
 	}
 	if c.AutoMigrate {
 		t.Error("AUTO_MIGRATE defaults to true in production")
+	}
+}
+
+// What the config accepts, the store opens: a SQLite path may hold a space.
+func TestSQLitePathsAreTakenLiterally(t *testing.T) {
+	c, err := Load(env(map[string]string{"DATABASE_URL": "sqlite://./my data/authd.db"}))
+	if err != nil || c.DatabaseURL != "sqlite://./my data/authd.db" {
+		t.Fatalf("got %q, %v", c.DatabaseURL, err)
 	}
 }
 
