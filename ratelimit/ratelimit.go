@@ -212,7 +212,7 @@ func checkTake(class string, l Limit) error {
 
 // bucketID turns a caller's id into the last part of a storage key. Ids that are plainly
 // addresses, prefixes or UUIDs (at most 64 of 0-9 A-Z a-z . : / -) are kept, so an
-// operator can read "rl:login-ip:203.0.113.7"; anything else (emails, anything with
+// operator can read "rl2:login-ip:203.0.113.7"; anything else (emails, anything with
 // braces, which Redis Cluster reads as a hash tag, spaces, control bytes, long input) is
 // replaced by "~" and 22 base64url characters of its SHA-256, so it cannot shape the key
 // and no email is stored in clear. "~" never appears in a kept id, so the two forms

@@ -28,7 +28,7 @@ const DefaultTimeout = 200 * time.Millisecond
 // share one correct bucket; since Redis 5 scripts replicate their effects, so a write
 // after TIME is allowed. A refused take writes nothing. The key expires when the bucket
 // would be full again, which is the same as absent; a value that is not a bucket
-// (another type, another length, NaN) counts as absent and is overwritten. Multiplying
+// (another type, another length, NaN or infinite) counts as absent and is overwritten. Multiplying
 // before dividing keeps whole refills exact in floating point.
 const takeScript = `
 local now = redis.call('TIME')
@@ -41,7 +41,7 @@ for i = 1, #KEYS do
   local v = redis.pcall('GET', KEYS[i])
   if type(v) == 'string' and #v == 16 then
     local t0, ts = struct.unpack('<dd', v)
-    if t0 == t0 and ts == ts then
+    if t0 and ts and t0 > -math.huge and t0 < math.huge and ts > -math.huge and ts < math.huge then
       local elapsed = now - ts
       if elapsed < 0 then elapsed = 0 end
       tokens = t0 + elapsed * burst / period
@@ -66,7 +66,7 @@ return out
 // RedisOptions configures NewRedis.
 type RedisOptions struct {
 	// Prefix goes before every key; empty in production, so keys are exactly
-	// rl:{class}:{id}. Tests give each test its own.
+	// rl2:{class}:{id}. Tests give each test its own.
 	Prefix string
 	// Timeout bounds each take, whatever the client's own timeouts (DefaultTimeout if 0).
 	// Build the client with ContextTimeoutEnabled, so that a batch of takes on a hung
@@ -154,9 +154,15 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	return r, nil
 }
 
+// keyPrefix starts every bucket key. DESIGN §6 names keys rl:{class}:{id}; the bucket's
+// value changed from a hash (t, ts) to two packed doubles, and a replica of the earlier
+// build reading the new value (or this one the old) would fail or misread it during a
+// rolling upgrade, so the new format has keys of its own and the old ones expire.
+const keyPrefix = "rl2:"
+
 // Key is the Redis key of bucket (class, id).
 func (r *Redis) Key(class, id string) string {
-	return r.prefix + "rl:" + class + ":" + bucketID(id)
+	return r.prefix + keyPrefix + class + ":" + bucketID(id)
 }
 
 // Take implements Limiter. Errors from Redis, and no answer within the timeout, wrap

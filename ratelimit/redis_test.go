@@ -40,6 +40,13 @@ func TestRedis(t *testing.T) {
 	})
 }
 
+// packed is a bucket value as the take script writes it: tokens and µs, two
+// little-endian doubles.
+func packed(tokens, at float64) string {
+	b := binary.LittleEndian.AppendUint64(nil, math.Float64bits(tokens))
+	return string(binary.LittleEndian.AppendUint64(b, math.Float64bits(at)))
+}
+
 // On a Redis Cluster each take is its own script run (a script cannot span slots): the
 // same behaviour, through that path, and the script is reloaded after a flush.
 func TestRedisOneScriptPerTake(t *testing.T) {
@@ -153,14 +160,14 @@ func TestRedisReplicasShareOneBucket(t *testing.T) {
 func TestRedisKeysAndExpiry(t *testing.T) {
 	c, prefix := testenv.Redis(t)
 	r := newRedis(t, c, ratelimit.RedisOptions{Prefix: prefix})
-	if got, want := newRedis(t, c, ratelimit.RedisOptions{}).Key("login-ip", "203.0.113.7"), "rl:login-ip:203.0.113.7"; got != want {
+	if got, want := newRedis(t, c, ratelimit.RedisOptions{}).Key("login-ip", "203.0.113.7"), "rl2:login-ip:203.0.113.7"; got != want {
 		t.Fatalf("unprefixed key = %s, want %s", got, want)
 	}
-	if got := r.Key("login-ip", "2001:db8:1:2::/64"); got != prefix+"rl:login-ip:2001:db8:1:2::/64" {
+	if got := r.Key("login-ip", "2001:db8:1:2::/64"); got != prefix+"rl2:login-ip:2001:db8:1:2::/64" {
 		t.Fatalf("key of an IPv6 bucket = %s", got)
 	}
 	for _, id := range []string{"alice@example.com", "a{b}", "x y", "a\nb", strings.Repeat("a", 65), "", "x~"} {
-		k := strings.TrimPrefix(r.Key("login-email", id), prefix+"rl:login-email:")
+		k := strings.TrimPrefix(r.Key("login-email", id), prefix+"rl2:login-email:")
 		if strings.ContainsAny(k, "{}@ \n:") || len(k) != 23 || k[0] != '~' {
 			t.Errorf("id %q became key part %q, want ~ and 22 base64url characters", id, k)
 		}
@@ -198,9 +205,9 @@ func TestRedisKeysAndExpiry(t *testing.T) {
 	for _, junk := range []func(string) error{
 		func(k string) error { return c.HSet(ctx, k, "t", "0", "ts", "1").Err() },
 		func(k string) error { return c.Set(ctx, k, "garbage", 0).Err() },
-		func(k string) error { // NaN tokens
-			return c.Set(ctx, k, string(binary.LittleEndian.AppendUint64(make([]byte, 8), math.Float64bits(math.NaN()))), 0).Err()
-		},
+		func(k string) error { return c.Set(ctx, k, packed(math.NaN(), 1), 0).Err() },
+		func(k string) error { return c.Set(ctx, k, packed(math.Inf(-1), 1), 0).Err() },
+		func(k string) error { return c.Set(ctx, k, packed(0, math.Inf(1)), 0).Err() },
 	} {
 		k := r.Key("junk", "id")
 		c.Del(ctx, k)
