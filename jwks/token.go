@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -354,7 +355,9 @@ func (m *Manager) verify(token, wantTyp, wantAud string, dst any, reg *registere
 		return err
 	}
 	if !known {
-		set.rememberHeader(token[:dot1], h)
+		// A copy: token[:dot1] would keep the whole token (and, from the check path, the
+		// header or cookie line it was cut from) in memory as long as the key set.
+		set.rememberHeader(strings.Clone(token[:dot1]), h)
 	}
 	return nil
 }
