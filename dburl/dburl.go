@@ -46,10 +46,33 @@ func Parse(raw string) (*URL, error) {
 		return parsePostgres(raw)
 	case "sqlite":
 		return parseSQLite(rest)
+	case "":
 	default:
-		return nil, fmt.Errorf("unsupported database URL scheme %q (want postgres://, postgresql:// or sqlite://)", scheme)
+		if plainScheme(scheme) { // anything else before "://" may be a key=value string
+			return nil, fmt.Errorf("unsupported database URL scheme %q (want postgres://, postgresql:// or sqlite://)", scheme)
+		}
 	}
+	return nil, errors.New("the database URL must start with postgres://, postgresql:// or sqlite://")
 }
+
+// plainScheme reports whether s looks like a URL scheme (RFC 3986: a letter, then letters,
+// digits, + - .), so quoting it in a message cannot show a secret.
+func plainScheme(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if !letter && (i == 0 || !('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return true
+}
+
+// secretParams are the query options that hold secrets (libpq's and pgx's names).
+var secretParams = []string{"password", "sslpassword"}
 
 func parsePostgres(raw string) (*URL, error) {
 	u, err := url.Parse(raw)
@@ -63,8 +86,10 @@ func parsePostgres(raw string) (*URL, error) {
 		d.secrets = append(d.secrets, pw)
 	}
 	q := u.Query()
-	if pw := q.Get("password"); pw != "" {
-		d.secrets = append(d.secrets, pw)
+	for _, p := range secretParams {
+		if pw := q.Get(p); pw != "" {
+			d.secrets = append(d.secrets, pw)
+		}
 	}
 	u.RawQuery = q.Encode()
 	d.pg = u
@@ -75,11 +100,13 @@ func parsePostgres(raw string) (*URL, error) {
 			shown.User = url.UserPassword(u.User.Username(), "xxxxx")
 		}
 	}
-	if q.Has("password") {
-		sq := shown.Query()
-		sq.Set("password", "xxxxx")
-		shown.RawQuery = sq.Encode()
+	sq := shown.Query()
+	for _, p := range secretParams {
+		if sq.Has(p) {
+			sq.Set(p, "xxxxx")
+		}
 	}
+	shown.RawQuery = sq.Encode()
 	d.Display = shown.String()
 	return d, nil
 }

@@ -42,6 +42,8 @@ func TestParseRefusesWithAMessageNamingTheProblem(t *testing.T) {
 		{"authd.db", "must start with postgres://, postgresql:// or sqlite://"},
 		{"postgres:/db.example/authd", "must start with postgres://, postgresql:// or sqlite://"},
 		{"mysql://root@db/authd", `unsupported database URL scheme "mysql"`},
+		// A libpq key=value string is not a URL; what stands before "://" is not quoted.
+		{"host=db password=s3cr3t://x", "must start with postgres://, postgresql:// or sqlite://"},
 		{"sqlite://", "the SQLite URL names no file"},
 		{"sqlite://?_pragma=foreign_keys(1)", "the SQLite URL names no file"},
 		{"sqlite://:memory:", `SQLite URL ":memory:": in-memory databases and file: URIs are not supported`},
@@ -122,6 +124,9 @@ func TestPasswordNeverShown(t *testing.T) {
 		{"postgres://" + url.UserPassword("authd", pw).String() + "@db.example/authd", "postgres://authd:xxxxx@db.example/authd"},
 		{"postgresql://authd@db.example/authd?sslmode=disable&password=" + url.QueryEscape(pw),
 			"postgresql://authd@db.example/authd?password=xxxxx&sslmode=disable"},
+		// The client key's passphrase (libpq and pgx: sslpassword).
+		{"postgres://authd@db.example/authd?sslmode=verify-full&sslpassword=" + url.QueryEscape(pw),
+			"postgres://authd@db.example/authd?sslmode=verify-full&sslpassword=xxxxx"},
 	} {
 		u, err := Parse(tc.url)
 		if err != nil {
