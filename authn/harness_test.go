@@ -77,28 +77,7 @@ func runTests(m *testing.M) int {
 
 // clock is the fake time shared by the service, the token manager, the Fernet sealer and
 // the in-process rate limiter, so windows and expiries are tested without sleeping.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type clock = testenv.Clock
 
 // syncBuffer is a log sink safe for the concurrent writers of a test.
 type syncBuffer struct {
@@ -193,7 +172,7 @@ func newEnv(t testing.TB, changes ...func(*config)) *env {
 	for _, c := range changes {
 		c(&cfg)
 	}
-	e := &env{t: t, clock: &clock{t: t0}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &env{t: t, clock: testenv.NewClock(t0), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs := e.logs.String()

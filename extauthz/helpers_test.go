@@ -27,6 +27,7 @@ import (
 	"github.com/authd/authd/extauthz"
 	"github.com/authd/authd/jwks"
 	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/testenv"
 )
 
 const (
@@ -38,24 +39,9 @@ const (
 var t0 = time.Date(2026, 11, 28, 14, 0, 0, 0, time.UTC)
 
 // clock is a settable Now shared by the Manager and the Checker.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = testenv.Clock
 
-func newClock() *clock { return &clock{t: t0} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *clock { return testenv.NewClock(t0) }
 
 // keyDir is one RSA-2048 key pair shared by the package's tests: generating one costs
 // more than most tests.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authd/authd/jwks"
+	"github.com/authd/authd/testenv"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
@@ -28,24 +29,9 @@ const (
 var t0 = time.Date(2026, 11, 28, 14, 0, 0, 0, time.UTC)
 
 // clock is a settable Now for the Manager.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = testenv.Clock
 
-func newClock() *clock { return &clock{t: t0} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *clock { return testenv.NewClock(t0) }
 
 // keyPair generates a key pair for alg into dir and returns the private key file.
 func keyPair(t testing.TB, dir, alg string, at time.Time) (privPath, pubPath string) {

@@ -153,7 +153,7 @@ func TestGuardFailOpenWarnsWithoutTheIDAndPacesWarnings(t *testing.T) {
 	if n := strings.Count(logs.String(), "\n"); n != 1 {
 		t.Fatalf("%d warnings for 3 failures within 10 s, want 1:\n%s", n, logs.String())
 	}
-	clock.Advance(11 * time.Second)
+	clock.Add(11 * time.Second)
 	if _, err := g.Take(context.Background(), open.Bucket("secret-user@example.com")); err != nil {
 		t.Fatal(err)
 	}

@@ -2,36 +2,19 @@ package ratelimit_test
 
 import (
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/testenv"
 )
 
 // fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = testenv.Clock
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newFakeClock() *fakeClock { return testenv.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 func newMemory(t testing.TB, opts ratelimit.MemoryOptions) *ratelimit.Memory {
 	t.Helper()
@@ -46,7 +29,7 @@ func TestMemory(t *testing.T) {
 	runSuite(t, func(t *testing.T) harness {
 		clock := newFakeClock()
 		m := newMemory(t, ratelimit.MemoryOptions{Now: clock.Now, Registerer: prometheus.NewRegistry()})
-		return harness{limiter: m, advance: clock.Advance}
+		return harness{limiter: m, advance: clock.Add}
 	})
 }
 
@@ -60,7 +43,7 @@ func TestMemoryEvictsIdleBuckets(t *testing.T) {
 	if n := m.Len(); n != 1000 {
 		t.Fatalf("Len = %d, want 1000", n)
 	}
-	clock.Advance(time.Minute + refill.Period) // every bucket full again, and a sweep due
+	clock.Add(time.Minute + refill.Period) // every bucket full again, and a sweep due
 	for i := range 1000 {
 		take(t, m, "d", strconv.Itoa(i), hour) // touches every shard, so each sweeps
 	}
@@ -104,11 +87,11 @@ func TestMemoryClockGoingBackGrantsNothing(t *testing.T) {
 	clock := newFakeClock()
 	m := newMemory(t, ratelimit.MemoryOptions{Now: clock.Now})
 	drain(t, m, "c", "id", refill)
-	clock.Advance(-time.Hour)
+	clock.Add(-time.Hour)
 	if res := take(t, m, "c", "id", refill); res.Allowed {
 		t.Fatal("a clock stepping back refilled the bucket")
 	}
-	clock.Advance(time.Hour + refill.Period)
+	clock.Add(time.Hour + refill.Period)
 	drain(t, m, "c", "id", refill)
 }
 
