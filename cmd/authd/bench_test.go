@@ -299,9 +299,34 @@ func benchTargets(rows []benchRow) string {
 	return t.String()
 }
 
-// summarize makes the row of one round.
-func summarize(name string, lat [][]time.Duration, errs []int, firstErr *atomic.Value, elapsed time.Duration) benchRow {
-	r := benchRow{name: name, elapsed: elapsed, lat: slices.Concat(lat...)}
+// drive sends n requests from conc workers and makes the row of one round: worker w's
+// i-th request is do(ctx, w, i), timed, which returns what went wrong, or "" for a
+// right answer.
+func drive(name string, n, conc int, do func(ctx context.Context, w, i int) string) benchRow {
+	lat := make([][]time.Duration, conc)
+	errs := make([]int, conc)
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), benchRowLimit)
+	defer cancel()
+	start := time.Now()
+	for w := range conc {
+		wg.Go(func() {
+			mine := share(n, conc, w)
+			lat[w] = make([]time.Duration, 0, mine)
+			for i := range mine {
+				t := time.Now()
+				bad := do(ctx, w, i)
+				lat[w] = append(lat[w], time.Since(t))
+				if bad != "" {
+					errs[w]++
+					firstErr.CompareAndSwap(nil, bad)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	r := benchRow{name: name, elapsed: time.Since(start), lat: slices.Concat(lat...)}
 	slices.Sort(r.lat)
 	for _, e := range errs {
 		r.errors += e
@@ -344,36 +369,16 @@ func newGRPCLoad(b *testing.B, addr string) *grpcLoad {
 // (wrapping), so every token recurs and concurrent workers use different users. An
 // answer other than OK (with identity headers, when identity) is an error.
 func driveGRPC(g *grpcLoad, name string, identity bool, reqs []*authv3.CheckRequest, n, conc int) benchRow {
-	lat := make([][]time.Duration, conc)
-	errs := make([]int, conc)
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithTimeout(context.Background(), benchRowLimit)
-	defer cancel()
-	start := time.Now()
-	for w := range conc {
-		wg.Go(func() {
-			client := g.clients[w%len(g.clients)]
-			mine := share(n, conc, w)
-			lat[w] = make([]time.Duration, 0, mine)
-			for i := range mine {
-				req := reqs[(w+i*conc)%len(reqs)]
-				t := time.Now()
-				resp, err := client.Check(ctx, req)
-				lat[w] = append(lat[w], time.Since(t))
-				switch {
-				case err != nil:
-					errs[w]++
-					firstErr.CompareAndSwap(nil, err.Error())
-				case resp.GetStatus().GetCode() != 0 || identity && len(resp.GetOkResponse().GetHeaders()) == 0:
-					errs[w]++
-					firstErr.CompareAndSwap(nil, fmt.Sprintf("status %d %s", resp.GetStatus().GetCode(), resp.GetStatus().GetMessage()))
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return summarize(name, lat, errs, &firstErr, time.Since(start))
+	return drive(name, n, conc, func(ctx context.Context, w, i int) string {
+		resp, err := g.clients[w%len(g.clients)].Check(ctx, reqs[(w+i*conc)%len(reqs)])
+		switch {
+		case err != nil:
+			return err.Error()
+		case resp.GetStatus().GetCode() != 0 || identity && len(resp.GetOkResponse().GetHeaders()) == 0:
+			return fmt.Sprintf("status %d %s", resp.GetStatus().GetCode(), resp.GetStatus().GetMessage())
+		}
+		return ""
+	})
 }
 
 // driveHTTP sends n GET /authz/forward-auth from conc workers, as Traefik does: the
@@ -390,41 +395,22 @@ func driveHTTP(client *http.Client, name string, identity bool, addr string, tok
 		"User-Agent":         {"authd-bench"},
 		"Accept":             {"*/*"},
 	}
-	lat := make([][]time.Duration, conc)
-	errs := make([]int, conc)
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithTimeout(context.Background(), benchRowLimit)
-	defer cancel()
-	start := time.Now()
-	for w := range conc {
-		wg.Go(func() {
-			mine := share(n, conc, w)
-			lat[w] = make([]time.Duration, 0, mine)
-			for i := range mine {
-				h := base.Clone()
-				h["Authorization"] = []string{"Bearer " + tokens[(w+i*conc)%len(tokens)]}
-				req := (&http.Request{Method: "GET", URL: u, Host: addr, Header: h}).WithContext(ctx)
-				t := time.Now()
-				resp, err := client.Do(req)
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				lat[w] = append(lat[w], time.Since(t))
-				switch {
-				case err != nil:
-					errs[w]++
-					firstErr.CompareAndSwap(nil, err.Error())
-				case resp.StatusCode != http.StatusOK || identity && resp.Header.Get("X-User-Id") == "":
-					errs[w]++
-					firstErr.CompareAndSwap(nil, "HTTP "+resp.Status)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return summarize(name, lat, errs, &firstErr, time.Since(start))
+	return drive(name, n, conc, func(ctx context.Context, w, i int) string {
+		h := base.Clone()
+		h["Authorization"] = []string{"Bearer " + tokens[(w+i*conc)%len(tokens)]}
+		resp, err := client.Do((&http.Request{Method: "GET", URL: u, Host: addr, Header: h}).WithContext(ctx))
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		switch {
+		case err != nil:
+			return err.Error()
+		case resp.StatusCode != http.StatusOK || identity && resp.Header.Get("X-User-Id") == "":
+			return "HTTP " + resp.Status
+		}
+		return ""
+	})
 }
 
 // benchCheckRequest is what Envoy sends for GET https://app.example.com/orders?page=2
