@@ -68,3 +68,32 @@ func RedisPID(t testing.TB) int {
 	}
 	return 0
 }
+
+// ProcessSyscalls is how many read and write system calls process pid has made (Linux
+// /proc/PID/io: syscr + syscw), or -1 when it cannot be read.
+func ProcessSyscalls(pid int) int64 {
+	if pid <= 0 {
+		return -1
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	if err != nil {
+		return -1
+	}
+	var n int64
+	found := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if ok && (k == "syscr" || k == "syscw") {
+			c, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return -1
+			}
+			n += c
+			found++
+		}
+	}
+	if found != 2 {
+		return -1
+	}
+	return n
+}

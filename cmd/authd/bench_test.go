@@ -61,8 +61,11 @@ const (
 //   - gRPC envoy.service.auth.v3.Authorization/Check (a grpc-go client over loopback),
 //   - GET /authz/forward-auth with Traefik's X-Forwarded-* headers (net/http, keep-alive),
 //
-// beside an empty Check server (grpc-go) and an empty net/http handler in this process,
-// which answer OK without work: the ceiling of each stack on this machine. Every check is
+// beside an empty Check server (grpc-go) and an empty net/http handler, which answer OK
+// without work: the ceiling of each stack on this machine. The empty servers run in a
+// process of their own (this test binary, re-executed), as authd does, so both sides of
+// each ratio pay the same process boundary, and the table shows each server's CPU apart
+// from the load generator's. Every check is
 // an allow (the limits are set far above the load): any other answer is an error. It
 // prints one table (to stdout) and reports the ratios authd/empty as metrics:
 //
@@ -107,8 +110,7 @@ func BenchmarkCheckPath(b *testing.B) {
 	tokens := loginUsers(b, hot.http, benchUsers)
 	b.Logf("registered and logged in %d users in %v", len(tokens), time.Since(start).Round(time.Millisecond))
 
-	emptyGRPC := serveEmptyGRPC(b)
-	emptyHTTP := serveEmptyHTTP(b)
+	empty, emptyGRPC, emptyHTTP := startEmptyServers(b)
 
 	grpcReqs := make([]*authv3.CheckRequest, len(tokens))
 	for i, tok := range tokens {
@@ -117,13 +119,14 @@ func BenchmarkCheckPath(b *testing.B) {
 	// authd's answers must carry the user's identity; the empty servers' cannot.
 	type target struct {
 		name, addr string
-		authd      *benchServer
+		server     *exec.Cmd
+		identity   bool
 	}
 	grpcTargets := []target{
-		{"gRPC empty", emptyGRPC, nil}, {"gRPC authd hot", hot.grpc, hot}, {"gRPC authd cold", cold.grpc, cold},
+		{"gRPC empty", emptyGRPC, empty, false}, {"gRPC authd hot", hot.grpc, hot.cmd, true}, {"gRPC authd cold", cold.grpc, cold.cmd, true},
 	}
 	httpTargets := []target{
-		{"HTTP empty", emptyHTTP, nil}, {"HTTP authd hot", hot.http, hot}, {"HTTP authd cold", cold.http, cold},
+		{"HTTP empty", emptyHTTP, empty, false}, {"HTTP authd hot", hot.http, hot.cmd, true}, {"HTTP authd cold", cold.http, cold.cmd, true},
 	}
 	clients := make([]*grpcLoad, len(grpcTargets))
 	for i, t := range grpcTargets {
@@ -141,12 +144,12 @@ func BenchmarkCheckPath(b *testing.B) {
 	// Warm up every target untimed: connections, the token caches (each of the 1,000
 	// tokens seen once by both replicas), session state, the rate-limit script.
 	for i, t := range grpcTargets {
-		if r := driveGRPC(clients[i], t.name, t.authd != nil, grpcReqs, len(tokens), benchConcurrency); r.errors > 0 {
+		if r := driveGRPC(clients[i], t.name, t.identity, grpcReqs, len(tokens), benchConcurrency); r.errors > 0 {
 			b.Fatalf("warm-up of %s: %d of %d checks failed; first: %s", t.name, r.errors, r.requests(), r.firstErr)
 		}
 	}
 	for _, t := range httpTargets {
-		if r := driveHTTP(httpClient, t.name, t.authd != nil, t.addr, tokens, len(tokens), benchConcurrency); r.errors > 0 {
+		if r := driveHTTP(httpClient, t.name, t.identity, t.addr, tokens, len(tokens), benchConcurrency); r.errors > 0 {
 			b.Fatalf("warm-up of %s: %d of %d checks failed; first: %s", t.name, r.errors, r.requests(), r.firstErr)
 		}
 	}
@@ -157,13 +160,13 @@ func BenchmarkCheckPath(b *testing.B) {
 		for round := range benchRounds {
 			per := share(n, benchRounds, round)
 			for i, t := range grpcTargets {
-				rows[i].add(cpu.measure(t.authd, func() benchRow {
-					return driveGRPC(clients[i], t.name, t.authd != nil, grpcReqs, per, benchConcurrency)
+				rows[i].add(cpu.measure(t.server, func() benchRow {
+					return driveGRPC(clients[i], t.name, t.identity, grpcReqs, per, benchConcurrency)
 				}))
 			}
 			for i, t := range httpTargets {
-				rows[len(grpcTargets)+i].add(cpu.measure(t.authd, func() benchRow {
-					return driveHTTP(httpClient, t.name, t.authd != nil, t.addr, tokens, per, benchConcurrency)
+				rows[len(grpcTargets)+i].add(cpu.measure(t.server, func() benchRow {
+					return driveHTTP(httpClient, t.name, t.identity, t.addr, tokens, per, benchConcurrency)
 				}))
 			}
 		}
@@ -194,9 +197,11 @@ type benchRow struct {
 	firstErr string
 	elapsed  time.Duration
 	lat      []time.Duration // one per request, sorted
-	// CPU time of this process (the load generator, and the server on the empty rows),
-	// of the authd process serving the row and of redis-server; -1 when not measured.
-	cpuSelf, cpuAuthd, cpuRedis time.Duration
+	// CPU time of this process (the load generator), of the server process of the row
+	// (authd, or the empty servers) and of redis-server; -1 when not measured.
+	cpuSelf, cpuServer, cpuRedis time.Duration
+	// Read and write system calls of the same processes; -1 when not measured.
+	sysSelf, sysServer, sysRedis int64
 }
 
 func (r *benchRow) requests() int { return len(r.lat) }
@@ -236,7 +241,19 @@ func (r *benchRow) add(o benchRow) {
 		dst *time.Duration
 		v   time.Duration
 	}{
-		{&r.cpuSelf, o.cpuSelf}, {&r.cpuAuthd, o.cpuAuthd}, {&r.cpuRedis, o.cpuRedis},
+		{&r.cpuSelf, o.cpuSelf}, {&r.cpuServer, o.cpuServer}, {&r.cpuRedis, o.cpuRedis},
+	} {
+		if *c.dst < 0 || c.v < 0 {
+			*c.dst = -1
+		} else {
+			*c.dst += c.v
+		}
+	}
+	for _, c := range []struct {
+		dst *int64
+		v   int64
+	}{
+		{&r.sysSelf, o.sysSelf}, {&r.sysServer, o.sysServer}, {&r.sysRedis, o.sysRedis},
 	} {
 		if *c.dst < 0 || c.v < 0 {
 			*c.dst = -1
@@ -248,20 +265,21 @@ func (r *benchRow) add(o benchRow) {
 
 func benchTable(rows []benchRow) string {
 	var t strings.Builder
-	fmt.Fprintf(&t, "\n%-16s %9s %7s %12s %10s %10s %7s %9s   %s\n", "target", "requests", "errors", "req/s", "p50", "p99", "ratio",
-		"p99/empty", "CPU µs/req: bench  authd  redis")
+	fmt.Fprintf(&t, "\n%-16s %9s %7s %12s %10s %10s %7s %9s   %s   %s\n", "target", "requests", "errors", "req/s", "p50", "p99", "ratio",
+		"p99/empty", "CPU µs/req: bench server  redis", "syscalls/req: bench server redis")
 	var empty benchRow
 	for _, r := range rows {
 		if strings.HasSuffix(r.name, " empty") {
 			empty = r
 		}
-		fmt.Fprintf(&t, "%-16s %9d %7d %10.0f/s %10s %10s %6.2fx %8.2fx   %17s %6s %6s\n", r.name, r.requests(), r.errors, r.throughput(),
+		fmt.Fprintf(&t, "%-16s %9d %7d %10.0f/s %10s %10s %6.2fx %8.2fx   %17s %6s %6s   %19s %6s %5s\n", r.name, r.requests(), r.errors, r.throughput(),
 			r.quantile(50).Round(time.Microsecond), r.quantile(99).Round(time.Microsecond),
 			r.throughput()/empty.throughput(), float64(r.quantile(99))/float64(empty.quantile(99)),
-			micros(r.perRequest(r.cpuSelf)), micros(r.perRequest(r.cpuAuthd)), micros(r.perRequest(r.cpuRedis)))
+			micros(r.perRequest(r.cpuSelf)), micros(r.perRequest(r.cpuServer)), micros(r.perRequest(r.cpuRedis)),
+			perReq(r.sysSelf, r.requests()), perReq(r.sysServer, r.requests()), perReq(r.sysRedis, r.requests()))
 	}
 	fmt.Fprintf(&t, "(concurrency %d, %d users' tokens repeated, %d rounds over the rows; GOMAXPROCS %d, NumCPU %d shared by load generator, authd,\n"+
-		" Redis and PostgreSQL; empty = an OK answer without work on the same stack in the benchmark process; hot = production defaults\n"+
+		" Redis and PostgreSQL; empty = an OK answer without work on the same stack, in a process of its own as authd; hot = production defaults\n"+
 		" (verified-token cache, Redis rate limiter, DECISION_LOG_SAMPLE=%s); cold = TOKEN_CACHE_SIZE=0: every check verifies the signature;\n"+
 		" ratio = req/s / the empty row's; CPU = user+system time of each process over the row / requests.\n"+
 		" Targets: gRPC hot >= 0.65x with p99 <= 2x, gRPC cold >= 0.35x, HTTP hot >= 0.5x, no errors)",
@@ -446,40 +464,70 @@ func (emptyAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRes
 	return emptyOK, nil
 }
 
-func serveEmptyGRPC(b *testing.B) string {
-	b.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := grpc.NewServer(grpcServerOptions()...) // authd's own: the same stack
-	authv3.RegisterAuthorizationServer(srv, emptyAuthz{})
-	go func() { _ = srv.Serve(lis) }()
-	b.Cleanup(srv.Stop)
-	return lis.Addr().String()
-}
+// emptyServerEnv, set in the environment of this test binary, makes it serve the empty
+// servers instead of running tests (TestMain): the benchmark starts them in a process of
+// their own, as authd runs in its own, so that both sides of the comparison cross the same
+// process boundary and the empty servers' CPU is measured apart from the load generator's.
+const emptyServerEnv = "AUTHD_BENCH_EMPTY_SERVERS"
 
-// serveEmptyHTTP is net/http answering 200 without work, with authd's server settings.
-func serveEmptyHTTP(b *testing.B) string {
-	b.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+// serveEmpty runs the empty gRPC and HTTP servers on loopback, prints "<grpc> <http>"
+// (their addresses) on stdout and serves until stdin closes (the benchmark ended or died).
+func serveEmpty() error {
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
-	srv := &http.Server{
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(grpcServerOptions()...) // authd's own: the same stack
+	authv3.RegisterAuthorizationServer(gs, emptyAuthz{})
+	go func() { _ = gs.Serve(gl) }()
+	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header()["Cache-Control"] = []string{"no-store"}
 			w.WriteHeader(http.StatusOK)
 		}),
+		// authd's server settings
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
-	go func() { _ = srv.Serve(lis) }()
-	b.Cleanup(func() { _ = srv.Close() })
-	return lis.Addr().String()
+	go func() { _ = hs.Serve(hl) }()
+	fmt.Printf("%s %s\n", gl.Addr(), hl.Addr())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	gs.Stop()
+	return hs.Close()
+}
+
+// startEmptyServers runs serveEmpty in a child process and returns it with its addresses.
+func startEmptyServers(b *testing.B) (proc *exec.Cmd, grpcAddr, httpAddr string) {
+	b.Helper()
+	proc = exec.Command(os.Args[0])
+	proc.Env = append(os.Environ(), emptyServerEnv+"=1")
+	proc.Stderr = os.Stderr
+	stdin, err := proc.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := proc.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := proc.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		_ = proc.Wait()
+	})
+	if _, err := fmt.Fscanln(stdout, &grpcAddr, &httpAddr); err != nil {
+		b.Fatalf("empty servers did not start: %v", err)
+	}
+	return proc, grpcAddr, httpAddr
 }
 
 // benchServer is a running `authd serve` whose log goes to a file (a decision-log line
@@ -636,6 +684,14 @@ func postJSON(client *http.Client, addr, path string, body any, want int) (map[s
 	}
 }
 
+// perReq is n per request with two decimals, or "-" when n was not measured.
+func perReq(n int64, requests int) string {
+	if n < 0 || requests == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(float64(n)/float64(requests), 'f', 2, 64)
+}
+
 func micros(d time.Duration) string {
 	if d < 0 {
 		return "-"
@@ -647,26 +703,33 @@ func micros(d time.Duration) string {
 // tell where each request's cost goes.
 type cpuMeter struct{ self, redis int }
 
-// measure runs drive and adds the CPU time used meanwhile by this process, by the authd
-// process serving the row (nil for the empty rows) and by redis-server.
-func (m *cpuMeter) measure(authd *benchServer, drive func() benchRow) benchRow {
-	pids := []int{m.self, 0, m.redis}
-	if authd != nil {
-		pids[1] = authd.cmd.Process.Pid
-	}
+// measure runs drive and adds the CPU time (and system calls) used meanwhile by this
+// process, by the server process of the row (authd, or the empty servers) and by
+// redis-server.
+func (m *cpuMeter) measure(server *exec.Cmd, drive func() benchRow) benchRow {
+	pids := []int{m.self, server.Process.Pid, m.redis}
 	before := make([]time.Duration, len(pids))
+	sysBefore := make([]int64, len(pids))
 	for i, p := range pids {
 		before[i] = testenv.ProcessCPU(p)
+		sysBefore[i] = testenv.ProcessSyscalls(p)
 	}
 	r := drive()
 	used := make([]time.Duration, len(pids))
+	sys := make([]int64, len(pids))
 	for i, p := range pids {
 		after := testenv.ProcessCPU(p)
 		used[i] = -1
 		if before[i] >= 0 && after >= 0 {
 			used[i] = after - before[i]
 		}
+		sysAfter := testenv.ProcessSyscalls(p)
+		sys[i] = -1
+		if sysBefore[i] >= 0 && sysAfter >= 0 {
+			sys[i] = sysAfter - sysBefore[i]
+		}
 	}
-	r.cpuSelf, r.cpuAuthd, r.cpuRedis = used[0], used[1], used[2]
+	r.cpuSelf, r.cpuServer, r.cpuRedis = used[0], used[1], used[2]
+	r.sysSelf, r.sysServer, r.sysRedis = sys[0], sys[1], sys[2]
 	return r
 }

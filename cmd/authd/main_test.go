@@ -29,6 +29,13 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(emptyServerEnv) != "" {
+		if err := serveEmpty(); err != nil {
+			fmt.Fprintln(os.Stderr, "empty servers:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "authd-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
