@@ -82,6 +82,9 @@ type Config struct {
 	// RateLimits holds every class of ratelimit.Settings, by class.
 	RateLimits             map[string]ratelimit.Limit
 	CheckFailOpenRateLimit bool
+	// CheckLease bounds the check-path tokens a replica takes from Redis at once
+	// (ratelimit.Leases); 1 takes one per check.
+	CheckLease int
 
 	// The check path.
 	PolicyFile        string
@@ -176,6 +179,7 @@ func Load(getenv func(string) string) (Config, error) {
 		c.RateLimits[s.Class] = l.limit(s.Variable, s.Default)
 	}
 	c.CheckFailOpenRateLimit = l.bool("CHECK_FAIL_OPEN_RATE_LIMIT", false)
+	c.CheckLease = l.intRange("RATE_LIMIT_CHECK_LEASE", ratelimit.DefaultMaxLease, 1, 10_000)
 
 	c.PolicyFile = l.str("POLICY_FILE", "")
 	c.AccessCookie = l.token("ACCESS_COOKIE", "access_token")

@@ -116,12 +116,18 @@ func (m *Memory) Len() int {
 }
 
 // Take implements Limiter.
-func (m *Memory) Take(_ context.Context, class, id string, l Limit) (Result, error) {
-	if err := checkTake(class, l); err != nil {
-		return Result{}, err
+func (m *Memory) Take(ctx context.Context, class, id string, l Limit) (Result, error) {
+	_, res, err := m.TakeN(ctx, class, id, l, 1)
+	return res, err
+}
+
+// TakeN implements Reserver.
+func (m *Memory) TakeN(_ context.Context, class, id string, l Limit, n int) (int, Result, error) {
+	if err := checkTakeN(class, l, n); err != nil {
+		return 0, Result{}, err
 	}
 	if l.Off() {
-		return Result{Allowed: true}, nil
+		return n, Result{Allowed: true}, nil
 	}
 	key := class + ":" + bucketID(id)
 	s := &m.shards[maphash.String(m.seed, key)%uint64(len(m.shards))]
@@ -140,12 +146,13 @@ func (m *Memory) Take(_ context.Context, class, id string, l Limit) (Result, err
 		tokens = min(b.tokens+float64(elapsed)*burst/period, burst)
 	}
 	if tokens < 1 {
-		return Result{
+		return 0, Result{
 			RetryAfter: ceilDuration((1 - tokens) * period / burst),
 			Reset:      ceilDuration((burst - tokens) * period / burst),
 		}, nil
 	}
-	tokens--
+	got := min(n, int(math.Floor(tokens)))
+	tokens -= float64(got)
 	reset := ceilDuration((burst - tokens) * period / burst)
 	if b == nil {
 		if len(s.buckets) >= m.perShard {
@@ -155,7 +162,7 @@ func (m *Memory) Take(_ context.Context, class, id string, l Limit) (Result, err
 		s.buckets[key] = b
 	}
 	b.tokens, b.ts, b.full = tokens, now, now.Add(reset)
-	return Result{Allowed: true, Remaining: int(math.Floor(tokens)), Reset: reset}, nil
+	return got, Result{Allowed: true, Remaining: int(math.Floor(tokens)), Reset: reset}, nil
 }
 
 // sweep drops s's idle buckets. s.mu is held.

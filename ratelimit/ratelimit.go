@@ -184,6 +184,16 @@ type Limiter interface {
 	Take(ctx context.Context, class, id string, l Limit) (Result, error)
 }
 
+// Reserver is a Limiter that can take several tokens in one step; Leases keeps local
+// reserves with it.
+type Reserver interface {
+	Limiter
+	// TakeN takes up to n tokens (n >= 1) from the bucket: as many as it holds, or none
+	// when it holds less than one. got is how many; res is what Take would have answered
+	// with got taken in its place (Allowed when got > 0; Remaining after the take).
+	TakeN(ctx context.Context, class, id string, l Limit, n int) (got int, res Result, err error)
+}
+
 // ErrUnavailable wraps every error a limiter returns because its storage could not
 // answer in time.
 var ErrUnavailable = errors.New("ratelimit: limiter unavailable")
@@ -208,6 +218,16 @@ func checkTake(class string, l Limit) error {
 		return fmt.Errorf("ratelimit: invalid class %q", class)
 	}
 	return l.Validate()
+}
+
+// MaxTakeN bounds the tokens one TakeN may ask for.
+const MaxTakeN = 1 << 20
+
+func checkTakeN(class string, l Limit, n int) error {
+	if n < 1 || n > MaxTakeN {
+		return fmt.Errorf("ratelimit: cannot take %d tokens at once (1 to %d)", n, MaxTakeN)
+	}
+	return checkTake(class, l)
 }
 
 // bucketID turns a caller's id into the last part of a storage key. Ids that are plainly

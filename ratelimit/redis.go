@@ -18,9 +18,10 @@ import (
 // REDIS_TIMEOUT's default.
 const DefaultTimeout = 200 * time.Millisecond
 
-// takeScript takes one token from each bucket KEYS[i], of ARGV[2i-1] tokens refilled over
-// ARGV[2i] µs, and returns four numbers per bucket: allowed (0 or 1), tokens remaining,
-// retry after (µs) and reset (µs: until the bucket is full again). One run serves a whole
+// takeScript takes up to ARGV[3i] tokens (at least one; as many as it holds) from each
+// bucket KEYS[i], of ARGV[3i-2] tokens refilled over ARGV[3i-1] µs, and returns four
+// numbers per bucket: tokens taken (0 when refused), tokens remaining, retry after (µs)
+// and reset (µs: until the bucket is full again). One run serves a whole
 // batch of takes (see Redis), each still atomic; a key named twice is taken from twice,
 // in order. A bucket is a string of two little-endian IEEE 754 doubles: its tokens when
 // last taken from, and when (µs), which round-trip exactly and cost one C call each way.
@@ -35,8 +36,9 @@ local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local out = {}
 for i = 1, #KEYS do
-  local burst = tonumber(ARGV[2 * i - 1])
-  local period = tonumber(ARGV[2 * i])
+  local burst = tonumber(ARGV[3 * i - 2])
+  local period = tonumber(ARGV[3 * i - 1])
+  local want = tonumber(ARGV[3 * i])
   local tokens = burst
   local v = redis.pcall('GET', KEYS[i])
   if type(v) == 'string' and #v == 16 then
@@ -54,10 +56,11 @@ for i = 1, #KEYS do
     out[o + 2] = math.ceil((1 - tokens) * period / burst)
     out[o + 3] = math.ceil((burst - tokens) * period / burst)
   else
-    tokens = tokens - 1
+    local got = math.min(want, math.floor(tokens))
+    tokens = tokens - got
     local reset = math.ceil((burst - tokens) * period / burst)
     redis.call('SET', KEYS[i], struct.pack('<dd', tokens, now), 'PX', math.max(1, math.ceil(reset / 1000)))
-    out[o], out[o + 1], out[o + 2], out[o + 3] = 1, math.floor(tokens), 0, reset
+    out[o], out[o + 1], out[o + 2], out[o + 3] = got, math.floor(tokens), 0, reset
   end
 end
 return out
@@ -168,25 +171,31 @@ func (r *Redis) Key(class, id string) string {
 // Take implements Limiter. Errors from Redis, and no answer within the timeout, wrap
 // ErrUnavailable.
 func (r *Redis) Take(ctx context.Context, class, id string, l Limit) (Result, error) {
-	if err := checkTake(class, l); err != nil {
-		return Result{}, err
+	_, res, err := r.TakeN(ctx, class, id, l, 1)
+	return res, err
+}
+
+// TakeN implements Reserver, in one script run like Take.
+func (r *Redis) TakeN(ctx context.Context, class, id string, l Limit, n int) (int, Result, error) {
+	if err := checkTakeN(class, l, n); err != nil {
+		return 0, Result{}, err
 	}
 	if l.Off() {
-		return Result{Allowed: true}, nil
+		return n, Result{Allowed: true}, nil
 	}
 	start := time.Now()
-	v, err := r.run(ctx, r.Key(class, id), l, start.Add(r.timeout))
+	v, err := r.run(ctx, r.Key(class, id), l, n, start.Add(r.timeout))
 	r.latency.Observe(time.Since(start).Seconds())
 	if err != nil {
 		r.errs.Inc()
-		return Result{}, fmt.Errorf("%w: class %s: %w", ErrUnavailable, class, err)
+		return 0, Result{}, fmt.Errorf("%w: class %s: %w", ErrUnavailable, class, err)
 	}
-	if len(v) != 4 {
+	if len(v) != 4 || v[0] < 0 || v[0] > int64(n) {
 		r.errs.Inc()
-		return Result{}, fmt.Errorf("%w: class %s: script returned %d values", ErrUnavailable, class, len(v))
+		return 0, Result{}, fmt.Errorf("%w: class %s: script returned %v", ErrUnavailable, class, v)
 	}
-	return Result{
-		Allowed:    v[0] == 1,
+	return int(v[0]), Result{
+		Allowed:    v[0] > 0,
 		Remaining:  int(v[1]),
 		RetryAfter: time.Duration(v[2]) * time.Microsecond,
 		Reset:      time.Duration(v[3]) * time.Microsecond,
@@ -197,7 +206,7 @@ func (r *Redis) Take(ctx context.Context, class, id string, l Limit) (Result, er
 // whatever the connection does. The batch carrying the take is bounded by the latest
 // deadline among its takes when the client honours deadlines (ContextTimeoutEnabled),
 // else by the client's own read and write timeouts.
-func (r *Redis) run(ctx context.Context, key string, l Limit, deadline time.Time) ([]int64, error) {
+func (r *Redis) run(ctx context.Context, key string, l Limit, n int, deadline time.Time) ([]int64, error) {
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -205,7 +214,7 @@ func (r *Redis) run(ctx context.Context, key string, l Limit, deadline time.Time
 		return nil, err
 	}
 	t := takes.Get().(*pendingTake)
-	t.ctx, t.deadline, t.key, t.args = ctx, deadline, key, r.args(l)
+	t.ctx, t.deadline, t.key, t.args, t.want = ctx, deadline, key, r.args(l), n
 	if err := r.batches.enqueue(t); err != nil {
 		t.release()
 		return nil, err
@@ -234,12 +243,12 @@ var takes = sync.Pool{New: func() any {
 
 // release returns t to takes; only a take no batch holds any more may be released.
 func (t *pendingTake) release() {
-	t.ctx, t.key, t.args = nil, "", nil
+	t.ctx, t.key, t.args, t.want = nil, "", nil, 0
 	takes.Put(t)
 }
 
-// args are the script's ARGV for l, built once per limit: limits come from the
-// configuration, so there are few.
+// args are the script's ARGV for l (but the number of tokens wanted), built once per
+// limit: limits come from the configuration, so there are few.
 func (r *Redis) args(l Limit) []any {
 	if a, ok := r.argv.Load(l); ok {
 		return a.([]any)
@@ -277,10 +286,10 @@ func (r *Redis) exec(batch []*pendingTake) {
 		return
 	}
 	keys := make([]string, len(batch))
-	args := make([]any, 0, 2*len(batch))
+	args := make([]any, 0, 3*len(batch))
 	for i, t := range batch {
 		keys[i] = t.key
-		args = append(args, t.args...)
+		args = append(args, t.args[0], t.args[1], t.want)
 	}
 	cmd := r.script.EvalSha(ctx, r.client, keys, args...)
 	if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -305,7 +314,7 @@ func (r *Redis) execEach(ctx context.Context, batch []*pendingTake) {
 	cmds := make([]*redis.Cmd, len(batch))
 	pipe := r.client.Pipeline()
 	for i, t := range batch {
-		cmds[i] = r.script.EvalSha(ctx, pipe, []string{t.key}, t.args...)
+		cmds[i] = r.script.EvalSha(ctx, pipe, []string{t.key}, t.args[0], t.args[1], t.want)
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 
@@ -320,7 +329,7 @@ func (r *Redis) execEach(ctx context.Context, batch []*pendingTake) {
 		pipe := r.client.Pipeline()
 		for _, i := range reload {
 			t := batch[i]
-			cmds[i] = r.script.Eval(ctx, pipe, []string{t.key}, t.args...)
+			cmds[i] = r.script.Eval(ctx, pipe, []string{t.key}, t.args[0], t.args[1], t.want)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
@@ -335,7 +344,8 @@ type pendingTake struct {
 	ctx      context.Context
 	deadline time.Time
 	key      string
-	args     []any          // shared: read only
+	args     []any          // burst and period; shared: read only
+	want     int            // tokens wanted, at least 1
 	done     chan takeReply // buffered: the batch never waits for a caller that gave up
 	timer    *time.Timer    // the caller's deadline
 }

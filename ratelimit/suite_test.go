@@ -50,6 +50,8 @@ func runSuite(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"OffLimitAllowsEverything", testOffLimit},
 		{"RefusesInvalidClassAndLimit", testInvalidInput},
 		{"ConcurrentTakesNeverOverspend", testConcurrentTakes},
+		{"TakeNTakesWhatTheBucketHolds", testTakeN},
+		{"ConcurrentTakeNNeverOverspends", testConcurrentTakeN},
 		{"HTTPSetsRateLimitHeaders", testHTTPHeaders},
 		{"HTTPAnswers429WithRetryAfter", testHTTP429},
 		{"HTTPSpoofedForwardedForFromUntrustedPeerKeepsTheBucket", testHTTPSpoofedXFF},
@@ -216,6 +218,80 @@ func testConcurrentTakes(t *testing.T, h harness) {
 	wg.Wait()
 	if n := allowed.Load(); n != int64(lim.Burst) {
 		t.Fatalf("256 concurrent takes from a bucket of %d: %d allowed", lim.Burst, n)
+	}
+}
+
+func reserver(t *testing.T, h harness) ratelimit.Reserver {
+	t.Helper()
+	r, ok := h.limiter.(ratelimit.Reserver)
+	if !ok {
+		t.Fatalf("%T cannot take several tokens at once", h.limiter)
+	}
+	return r
+}
+
+func takeN(t *testing.T, r ratelimit.Reserver, id string, lim ratelimit.Limit, n int) (int, ratelimit.Result) {
+	t.Helper()
+	got, res, err := r.TakeN(context.Background(), "c", id, lim, n)
+	if err != nil {
+		t.Fatalf("TakeN(%q, %v, %d): %v", id, lim, n, err)
+	}
+	return got, res
+}
+
+func testTakeN(t *testing.T, h harness) {
+	r := reserver(t, h)
+	lim := ratelimit.Limit{Burst: 10, Period: time.Hour}
+	for _, step := range []struct {
+		want, got, left int
+	}{
+		{4, 4, 6}, // as many as asked
+		{1, 1, 5},
+		{8, 5, 0}, // as many as there are
+		{3, 0, 0}, // none: refused
+	} {
+		got, res := takeN(t, r, "id", lim, step.want)
+		if got != step.got || res.Allowed != (step.got > 0) || res.Remaining != step.left {
+			t.Fatalf("TakeN(%d) = %d, %+v; want %d taken, %d left", step.want, got, res, step.got, step.left)
+		}
+		if got == 0 && (res.RetryAfter <= 0 || res.RetryAfter > lim.Period/time.Duration(lim.Burst)) {
+			t.Fatalf("refused TakeN: RetryAfter %v, want up to %v", res.RetryAfter, lim.Period/time.Duration(lim.Burst))
+		}
+	}
+	// A take of one is Take.
+	if res := take(t, h.limiter, "c", "id", lim); res.Allowed {
+		t.Fatalf("Take after TakeN emptied the bucket = %+v, want refused", res)
+	}
+	for _, n := range []int{0, -1, ratelimit.MaxTakeN + 1} {
+		if _, _, err := r.TakeN(context.Background(), "c", "other", lim, n); err == nil {
+			t.Errorf("TakeN(%d) accepted", n)
+		}
+	}
+	if got, res := takeN(t, r, "other", ratelimit.Limit{}, 7); got != 7 || !res.Allowed {
+		t.Fatalf("TakeN(7) from an off limit = %d, %+v; want all 7", got, res)
+	}
+}
+
+func testConcurrentTakeN(t *testing.T, h harness) {
+	r := reserver(t, h)
+	lim := ratelimit.Limit{Burst: 100, Period: time.Hour}
+	var taken atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for range 4 {
+				got, _, err := r.TakeN(context.Background(), "c", "hot", lim, 1+w%7)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				taken.Add(int64(got))
+			}
+		})
+	}
+	wg.Wait()
+	if n := taken.Load(); n != int64(lim.Burst) {
+		t.Fatalf("concurrent TakeN from a bucket of %d handed out %d tokens", lim.Burst, n)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -383,4 +384,80 @@ func TestMigrateAndKeysCommands(t *testing.T) {
 	if err := cmd.Run(); err == nil {
 		t.Fatal("a 1024-bit key was generated")
 	}
+}
+
+// The check path's per-user limit on Redis, as two replicas enforce it: never more than
+// the bucket however the checks alternate between them, Retry-After on the refusal, and
+// most takes answered from each replica's reserve (the lease metric).
+func TestCheckRateLimitAcrossReplicas(t *testing.T) {
+	env := []string{"DATABASE_URL=" + testenv.Postgres(t), "REDIS_URL=" + testenv.RedisURL(),
+		"RATE_LIMIT_CHECK_USER=40/1h", "RATE_LIMIT_CHECK_IP=0", "RATE_LIMIT_REGISTER_IP=0", "RATE_LIMIT_LOGIN_IP=0"}
+	dir := t.TempDir()
+	a := startServer(t, dir, append(env, cheap...)...)
+	a.waitReady(t, http.StatusOK, 15*time.Second)
+	b := startServer(t, dir, append(env, cheap...)...) // same keys under dir
+	b.waitReady(t, http.StatusOK, 15*time.Second)
+
+	creds := map[string]any{"email": testenv.RandomName("limit") + "@example.com", "password": "a long enough passphrase for e2e"}
+	if code, body := a.call(t, "POST", "/api/auth/register", "", creds); code != 201 {
+		t.Fatalf("register: %d %v", code, body)
+	}
+	code, tok := a.call(t, "POST", "/api/auth/login", "", creds)
+	if code != 200 {
+		t.Fatalf("login: %d %v", code, tok)
+	}
+	access, _ := tok["access_token"].(string)
+
+	allowed, retryAfter := 0, ""
+	for i := range 60 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		req, _ := http.NewRequest("GET", "http://"+s.http+"/authz/forward-auth", nil)
+		req.Header.Set("Authorization", "Bearer "+access)
+		req.Header.Set("X-Forwarded-Method", "GET")
+		req.Header.Set("X-Forwarded-Host", "app.example")
+		req.Header.Set("X-Forwarded-Uri", "/")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case 200:
+			allowed++
+		case 429:
+			if retryAfter == "" {
+				retryAfter = resp.Header.Get("Retry-After")
+			}
+		default:
+			t.Fatalf("check %d: %d", i+1, resp.StatusCode)
+		}
+	}
+	// Leases of at most 4 (a tenth of 40): each replica may end holding 3 unused.
+	if allowed > 40 || allowed < 40-2*3 || retryAfter == "" {
+		t.Fatalf("60 checks over two replicas against 40/1h: %d allowed, first Retry-After %q; want 34 to 40, then 429 with Retry-After",
+			allowed, retryAfter)
+	}
+	resp, err := http.Get("http://" + a.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	reserve := regexp.MustCompile(`authd_ratelimit_lease_takes_total\{source="reserve"\} (\d+)`).FindSubmatch(metrics)
+	if reserve == nil || string(reserve[1]) == "0" {
+		t.Fatalf("replica A answered no check from its reserve:\n%s", grepLines(string(metrics), "lease"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

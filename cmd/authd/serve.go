@@ -115,10 +115,18 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	var limiter ratelimit.Limiter
+	// limiter serves /api/auth (exact, one take per request: its RateLimit headers
+	// report the bucket); checkLimiter serves the check path, which takes on every
+	// request a proxy forwards: from Redis through local reserves (ratelimit.Leases).
+	var limiter, checkLimiter ratelimit.Limiter
 	var bus revocation.Bus
 	if rdb != nil {
-		if limiter, err = ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Timeout: c.RedisTimeout, Logger: log, Registerer: reg}); err != nil {
+		rl, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Timeout: c.RedisTimeout, Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		limiter = rl
+		if checkLimiter, err = ratelimit.NewLeases(rl, ratelimit.LeaseOptions{MaxLease: c.CheckLease, Registerer: reg}); err != nil {
 			return err
 		}
 		bus = revocation.NewRedis(rdb, "", log)
@@ -126,6 +134,7 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger, stderr io.Wri
 		if limiter, err = ratelimit.NewMemory(ratelimit.MemoryOptions{Registerer: reg}); err != nil {
 			return err
 		}
+		checkLimiter = limiter // in this process already
 		bus = revocation.NewMemory()
 	}
 	guard, err := ratelimit.NewGuard(limiter, ratelimit.GuardOptions{Logger: log, Registerer: reg})
@@ -183,7 +192,7 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger, stderr io.Wri
 		}()
 		decisions = dl
 	}
-	checker, err := newChecker(ctx, c, log, reg, notifyHUP(ctx), keys, st, bus, rdb, limiter, ips, decisions)
+	checker, err := newChecker(ctx, c, log, reg, notifyHUP(ctx), keys, st, bus, rdb, checkLimiter, ips, decisions)
 	if err != nil {
 		return err
 	}
