@@ -23,7 +23,8 @@ import (
 //	go test -run '^$' -bench Take -benchtime 2s ./ratelimit/
 //
 // "spread" takes from 10,000 buckets (many clients); "hot" from one (one client flooding);
-// "no-ctx-timeout" uses a client without ContextTimeoutEnabled.
+// "no-ctx-timeout" uses a client without ContextTimeoutEnabled; "leases" is the check
+// path's limiter (Leases over the same Redis limiter, default lease sizes).
 func BenchmarkTake(b *testing.B) {
 	// c is the client as production wiring should build it (ContextTimeoutEnabled, so
 	// takes run on the caller's goroutine); plain has go-redis defaults, so each take is
@@ -45,6 +46,10 @@ func BenchmarkTake(b *testing.B) {
 		b.Fatal(err)
 	}
 	m, err := ratelimit.NewMemory(ratelimit.MemoryOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	leases, err := ratelimit.NewLeases(r, ratelimit.LeaseOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,6 +77,8 @@ func BenchmarkTake(b *testing.B) {
 		b.Run("redis-take-spread/goroutines="+w, func(b *testing.B) { parallel(b, workers, takeFrom(r, false)) })
 		b.Run("redis-take-hot/goroutines="+w, func(b *testing.B) { parallel(b, workers, takeFrom(r, true)) })
 		b.Run("redis-take-spread-no-ctx-timeout/goroutines="+w, func(b *testing.B) { parallel(b, workers, takeFrom(rPlain, false)) })
+		b.Run("leases-take-spread/goroutines="+w, func(b *testing.B) { parallel(b, workers, takeFrom(leases, false)) })
+		b.Run("leases-take-hot/goroutines="+w, func(b *testing.B) { parallel(b, workers, takeFrom(leases, true)) })
 		b.Run("memory-take-spread/goroutines="+w, func(b *testing.B) { parallel(b, workers, takeFrom(m, false)) })
 		b.Run("memory-take-hot/goroutines="+w, func(b *testing.B) { parallel(b, workers, takeFrom(m, true)) })
 	}

@@ -4,9 +4,11 @@
 // A bucket holds up to Burst tokens and refills evenly, Burst tokens per Period; each
 // request takes one token or is refused. A bucket is named by a class (one endpoint family
 // and what it is keyed by, such as "login-ip") and an id (the client address bucket, the
-// normalised email, the user id). Every Limiter keeps the same semantics, proven by one
-// behavioural suite: the Redis limiter for any number of replicas, the in-process one for a
-// single replica when REDIS_URL is unset.
+// normalised email, the user id). Both storage limiters keep the same semantics, proven by
+// one behavioural suite: the Redis limiter for any number of replicas, the in-process one
+// for a single replica when REDIS_URL is unset. Leases, for the check path, keeps local
+// reserves of Redis tokens: it never hands out more than a bucket holds, but may refuse a
+// little early (see Leases).
 //
 // The classes authd limits, the variables that configure them and their defaults
 // (DESIGN §6) are listed by Settings:
