@@ -20,6 +20,20 @@ type Handler struct {
 	redis    Check // nil when Redis is not configured
 	timeout  time.Duration
 	logger   *slog.Logger
+	notes    []note
+}
+
+// note is a state readiness reports without depending on it.
+type note struct {
+	name  string
+	state func() string
+}
+
+// Note adds name to the readiness body with state's answer: something an operator wants
+// to see beside the checks (the revocation subscription) that must not take the replica
+// out of service. Call it before serving.
+func (h *Handler) Note(name string, state func() string) {
+	h.notes = append(h.notes, note{name, state})
 }
 
 // New builds the handler. redis may be nil (reported as "disabled"); timeout bounds each
@@ -80,6 +94,9 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 	go run("database", h.database)
 	go run("redis", h.redis)
 	wg.Wait()
+	for _, n := range h.notes {
+		res.Checks[n.name] = n.state()
+	}
 	status := http.StatusOK
 	if res.Status != "ready" {
 		status = http.StatusServiceUnavailable

@@ -53,3 +53,27 @@ func TestLivenessAndVersion(t *testing.T) {
 		}
 	}
 }
+
+func TestReadyReportsNotesWithoutFailing(t *testing.T) {
+	state := "down"
+	mux := http.NewServeMux()
+	h := New("v1", ok, ok, time.Second, nil)
+	h.Note("revocations", func() string { return state })
+	h.Register(mux)
+	get := func() (int, readiness) {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/health/ready", nil))
+		var body readiness
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Code, body
+	}
+	if code, b := get(); code != 200 || b.Status != "ready" || b.Checks["revocations"] != "down" {
+		t.Fatalf("note down: %d %+v, want ready with revocations down", code, b)
+	}
+	state = "subscribed"
+	if code, b := get(); code != 200 || b.Checks["revocations"] != "subscribed" {
+		t.Fatalf("note up: %d %+v", code, b)
+	}
+}

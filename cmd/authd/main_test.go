@@ -228,6 +228,17 @@ func TestServeOnPostgreSQLAndRedis(t *testing.T) {
 	if checks, _ := doc["checks"].(map[string]any); checks["database"] != "ok" || checks["redis"] != "ok" {
 		t.Fatalf("ready body: %v", doc)
 	}
+	// Readiness also reports the revocation subscription, once it is up.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		doc = s.waitReady(t, http.StatusOK, 5*time.Second)
+		if checks, _ := doc["checks"].(map[string]any); checks["revocations"] == "subscribed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ready body never reported the revocation subscription: %v", doc)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	email := testenv.RandomName("e2e") + "@example.com"
 	pw := "a long enough passphrase for e2e"

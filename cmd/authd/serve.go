@@ -169,7 +169,8 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger, stderr io.Wri
 	defer accounts.Close()
 
 	mux := http.NewServeMux()
-	authdhealth.New(version, st.Ping, redisCheck, time.Second, log).Register(mux)
+	healthz := authdhealth.New(version, st.Ping, redisCheck, time.Second, log)
+	healthz.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("GET /.well-known/jwks.json", keys.JWKSHandler())
 	mux.Handle("GET /.well-known/openid-configuration", keys.DiscoveryHandler(c.PublicURL))
@@ -196,6 +197,15 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	// Whether revocation messages arrive: while they do not, cached session state lives
+	// 1 s instead of SESSION_CACHE_TTL. Reported, not required: the check path still
+	// answers correctly, only with more store reads.
+	healthz.Note("revocations", func() string {
+		if checker.Subscribed() {
+			return "subscribed"
+		}
+		return "down"
+	})
 	// The subscription ends when ctx does; it must not outlive the Redis client.
 	subCtx, stopSub := context.WithCancel(ctx)
 	subDone := make(chan struct{})
