@@ -109,12 +109,32 @@ func (res *Resolver) Trusted(a netip.Addr) bool {
 // never reached. The result is unmapped and has no zone; it is the zero Addr when
 // r.RemoteAddr is not an address (BucketKey gives all such requests one bucket).
 func (res *Resolver) FromRequest(r *http.Request) netip.Addr {
-	peer := parseAddr(r.RemoteAddr)
+	return res.FromChain(parseAddr(r.RemoteAddr), r.Header.Values("X-Forwarded-For"))
+}
+
+// FromChain is FromRequest for a request described by someone else: its direct peer, and
+// the X-Forwarded-For values it carried (a proxy's check request). The peer is the client
+// unless it is trusted; then the chain is walked as FromRequest does.
+func (res *Resolver) FromChain(peer netip.Addr, xff []string) netip.Addr {
+	peer = peer.Unmap().WithZone("")
 	if !peer.IsValid() || !res.Trusted(peer) {
 		return peer
 	}
-	client := peer
-	values := r.Header.Values("X-Forwarded-For")
+	return res.walk(peer, xff)
+}
+
+// FromForwarded returns the client of a chain whose last entry a proxy appended itself:
+// the address it received the request from (Traefik's and Caddy's forward-auth, Envoy's
+// X-Forwarded-For). That entry is the client unless it is trusted (a load balancer in
+// front of the proxy); then the walk goes on leftwards as FromRequest's. An empty chain
+// gives the zero Addr.
+func (res *Resolver) FromForwarded(xff []string) netip.Addr {
+	return res.walk(netip.Addr{}, xff)
+}
+
+// walk reads the X-Forwarded-For values right to left from a trusted hop, client: the
+// right-most entry that is not trusted, else the left-most, else client.
+func (res *Resolver) walk(client netip.Addr, values []string) netip.Addr {
 	hops := 0
 	for i := len(values) - 1; i >= 0; i-- {
 		rest := values[i]

@@ -176,3 +176,50 @@ func TestKeyRotationInsideOne64SharesABucket(t *testing.T) {
 		t.Fatalf("addresses in one /64 gave keys %v, want one", keys)
 	}
 }
+
+// A proxy's check request: Envoy's gRPC source.address with the X-Forwarded-For it saw
+// (FromChain), Traefik's and Caddy's chain ending with the address they received the
+// request from (FromForwarded). Behind a trusted load balancer both find the client; with
+// no trusted proxies configured, FromForwarded is the right-most entry.
+func TestFromChainAndFromForwarded(t *testing.T) {
+	lb := mustResolver(t, "10.0.0.0/8", 64)
+	none := mustResolver(t, "", 64)
+	addr := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	chain := []struct {
+		name string
+		res  *clientip.Resolver
+		peer netip.Addr
+		xff  []string
+		want string
+	}{
+		{"edge proxy: the peer", lb, addr("198.51.100.7"), []string{"203.0.113.9"}, "198.51.100.7"},
+		{"behind a trusted balancer", lb, addr("10.0.0.5"), []string{"1.1.1.1, 203.0.113.9"}, "203.0.113.9"},
+		{"nothing trusted: the peer whatever the header", none, addr("10.0.0.5"), []string{"203.0.113.9"}, "10.0.0.5"},
+		{"IPv4-mapped peer", lb, addr("::ffff:10.0.0.5"), []string{"203.0.113.9"}, "203.0.113.9"},
+		{"no peer", lb, netip.Addr{}, []string{"203.0.113.9"}, "invalid IP"},
+	}
+	for _, tt := range chain {
+		if got := tt.res.FromChain(tt.peer, tt.xff).String(); got != tt.want {
+			t.Errorf("FromChain %s = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+	forwarded := []struct {
+		name string
+		res  *clientip.Resolver
+		xff  []string
+		want string
+	}{
+		{"edge proxy: the entry it appended", lb, []string{"1.1.1.1, 203.0.113.9"}, "203.0.113.9"},
+		{"nothing trusted: the right-most entry", none, []string{"1.1.1.1, 10.0.0.5"}, "10.0.0.5"},
+		{"behind a trusted balancer: the entry left of it", lb, []string{"1.1.1.1, 203.0.113.9, 10.0.0.5"}, "203.0.113.9"},
+		{"client-written entries left of the client are never read", lb, []string{"10.9.9.9, 203.0.113.9, 10.0.0.5"}, "203.0.113.9"},
+		{"all trusted: the left-most", lb, []string{"10.9.9.9, 10.0.0.5"}, "10.9.9.9"},
+		{"garbage appended by nobody: unknown", lb, []string{"203.0.113.9, garbage"}, "invalid IP"},
+		{"empty chain", lb, nil, "invalid IP"},
+	}
+	for _, tt := range forwarded {
+		if got := tt.res.FromForwarded(tt.xff).String(); got != tt.want {
+			t.Errorf("FromForwarded %s = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}

@@ -239,8 +239,13 @@ type Config struct {
 	// FailOpenRateLimit (CHECK_FAIL_OPEN_RATE_LIMIT) lets requests pass, with a warning,
 	// when the limiter cannot answer; by default they get 503.
 	FailOpenRateLimit bool
-	// IPBucket names the rate-limit bucket of a client address (default: IPv4 per
-	// address, IPv6 per /64, as clientip.Resolver.BucketKey).
+	// ClientIPs (TRUSTED_PROXIES) finds the client behind the proxy: a proxy's own peer,
+	// or the address it appended to X-Forwarded-For, is the client unless it is a trusted
+	// proxy itself (a load balancer in front of Envoy or Traefik); then the chain is
+	// walked as clientip does. Default: nothing trusted.
+	ClientIPs *clientip.Resolver
+	// IPBucket names the rate-limit bucket of a client address (default:
+	// ClientIPs.BucketKey: IPv4 per address, IPv6 per /64).
 	IPBucket func(netip.Addr) string
 
 	// Policy gives the route policy in force; nil requires authentication everywhere.
@@ -292,6 +297,7 @@ type Checker struct {
 	userLimit ratelimit.Limit
 	ipLimit   ratelimit.Limit
 	failOpen  bool
+	ips       *clientip.Resolver
 	ipBucket  func(netip.Addr) string
 	preflight bool
 	names     HeaderNames
@@ -403,12 +409,15 @@ func New(cfg Config) (*Checker, error) {
 	if cfg.Policy == nil {
 		cfg.Policy = &Policy{def: Authenticated}
 	}
-	if cfg.IPBucket == nil {
+	if cfg.ClientIPs == nil {
 		res, err := clientip.New(nil, 0)
 		if err != nil {
 			return nil, err
 		}
-		cfg.IPBucket = res.BucketKey
+		cfg.ClientIPs = res
+	}
+	if cfg.IPBucket == nil {
+		cfg.IPBucket = cfg.ClientIPs.BucketKey
 	}
 
 	m := newMetrics()
@@ -422,6 +431,7 @@ func New(cfg Config) (*Checker, error) {
 		userLimit: cfg.UserLimit,
 		ipLimit:   cfg.IPLimit,
 		failOpen:  cfg.FailOpenRateLimit,
+		ips:       cfg.ClientIPs,
 		ipBucket:  cfg.IPBucket,
 		preflight: !cfg.NoCORSPreflight,
 		names:     names,

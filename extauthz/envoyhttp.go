@@ -25,9 +25,10 @@ func (c *Checker) EnvoyHTTPHandler() http.Handler {
 		if req.Scheme == "" {
 			req.Scheme = "http"
 		}
-		req.ClientIP = parseIP(r.Header.Get("X-Authz-Client-Ip"))
-		if !req.ClientIP.IsValid() {
-			req.ClientIP = rightmostForwardedFor(r.Header)
+		if peer := parseIP(r.Header.Get("X-Authz-Client-Ip")); peer.IsValid() {
+			req.ClientIP = c.ips.FromChain(peer, r.Header.Values("X-Forwarded-For"))
+		} else {
+			req.ClientIP = c.ips.FromForwarded(r.Header.Values("X-Forwarded-For"))
 		}
 		d := c.Check(r.Context(), req)
 		writeDecision(w, &d, "X-Envoy-Auth-Headers-To-Remove")

@@ -50,17 +50,22 @@ func (s *GRPCServer) Check(ctx context.Context, in *authv3.CheckRequest) (*authv
 	attrs := in.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	req := Request{
-		Adapter:  AdapterEnvoyGRPC,
-		Method:   h.GetMethod(),
-		Scheme:   h.GetScheme(),
-		Host:     h.GetHost(),
-		Path:     h.GetPath(),
-		ClientIP: parseIP(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()),
+		Adapter: AdapterEnvoyGRPC,
+		Method:  h.GetMethod(),
+		Scheme:  h.GetScheme(),
+		Host:    h.GetHost(),
+		Path:    h.GetPath(),
 	}
+	peer := parseIP(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress())
+	var xff []string // read only when the peer is a trusted proxy
+	trusted := s.c.ips.Trusted(peer)
 	if hs := h.GetHeaders(); len(hs) > 0 {
 		// Keys are lower-case; duplicate lines arrive joined with ",".
 		if v, ok := hs["authorization"]; ok {
 			req.Authorization = []string{v}
+		}
+		if v, ok := hs["x-forwarded-for"]; ok && trusted {
+			xff = []string{v}
 		}
 		if v, ok := hs["cookie"]; ok {
 			req.Cookies = []string{v}
@@ -84,6 +89,10 @@ func (s *GRPCServer) Check(ctx context.Context, in *authv3.CheckRequest) (*authv
 				req.Cookies = append(req.Cookies, v)
 			case "origin":
 				req.Origin = v
+			case "x-forwarded-for":
+				if trusted {
+					xff = append(xff, v)
+				}
 			case "access-control-request-method":
 				req.AccessControlRequestMethod = v
 			case ":method":
@@ -95,6 +104,7 @@ func (s *GRPCServer) Check(ctx context.Context, in *authv3.CheckRequest) (*authv
 			}
 		}
 	}
+	req.ClientIP = s.c.ips.FromChain(peer, xff)
 	var d Decision
 	if req.Method == "" || req.Path == "" {
 		d = s.c.Reject(req, "CheckRequest has no HTTP method or path")

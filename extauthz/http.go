@@ -110,20 +110,6 @@ func parseIP(s string) netip.Addr {
 	return a.Unmap().WithZone("")
 }
 
-// rightmostForwardedFor is the last address of the X-Forwarded-For chain: the one the
-// proxy appended itself (Traefik, Envoy) or wrote alone (Caddy from an untrusted peer).
-func rightmostForwardedFor(h http.Header) netip.Addr {
-	vs := h.Values("X-Forwarded-For")
-	if len(vs) == 0 {
-		return netip.Addr{}
-	}
-	last := vs[len(vs)-1]
-	if i := strings.LastIndexByte(last, ','); i >= 0 {
-		last = last[i+1:]
-	}
-	return parseIP(last)
-}
-
 // baseRequest fills what every HTTP dialect carries in the request's own headers.
 func baseRequest(r *http.Request, adapter string) Request {
 	return Request{

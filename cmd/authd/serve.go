@@ -336,7 +336,7 @@ func newChecker(ctx context.Context, c config.Config, log *slog.Logger, reg prom
 		RedisTimeout: c.RedisTimeout,
 		Limiter:      limiter,
 		UserLimit:    c.RateLimits[ratelimit.ClassCheckUser], IPLimit: c.RateLimits[ratelimit.ClassCheckIP],
-		FailOpenRateLimit: c.CheckFailOpenRateLimit, IPBucket: ips.BucketKey, Policy: policy,
+		FailOpenRateLimit: c.CheckFailOpenRateLimit, ClientIPs: ips, Policy: policy,
 		Headers: extauthz.HeaderNames{
 			UserID: c.HeaderUserID, Email: c.HeaderUserEmail, SessionID: c.HeaderSessionID, MFA: c.HeaderAuthMFA,
 		},
