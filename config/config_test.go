@@ -24,6 +24,9 @@ func TestDefaultsServeTheEmbeddedStore(t *testing.T) {
 	if !c.AutoMigrate || c.AccessTokenTTL != 15*time.Minute || c.DBMaxConns != 15 || c.PasswordMinLength != 15 {
 		t.Fatalf("defaults: %+v", c)
 	}
+	if c.CheckLease != 64 {
+		t.Fatalf("RATE_LIMIT_CHECK_LEASE default %d, want 64", c.CheckLease)
+	}
 	if want := []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute, time.Hour}; len(c.LockoutDurations) != 4 || c.LockoutDurations[3] != want[3] {
 		t.Fatalf("lockout durations %v", c.LockoutDurations)
 	}
@@ -48,6 +51,8 @@ func TestEachBadValueIsNamed(t *testing.T) {
 		{"bad port", map[string]string{"HTTP_ADDR": "localhost"}, "HTTP_ADDR:"},
 		{"missing secret file", map[string]string{"FERNET_KEY_FILE": "/nonexistent/fernet"}, "FERNET_KEY_FILE:"},
 		{"secret and file", map[string]string{"FERNET_KEY": "a", "FERNET_KEY_FILE": "/x"}, "FERNET_KEY:"},
+		{"check lease of zero", map[string]string{"RATE_LIMIT_CHECK_LEASE": "0"}, "RATE_LIMIT_CHECK_LEASE:"},
+		{"check lease not a number", map[string]string{"RATE_LIMIT_CHECK_LEASE": "many"}, "RATE_LIMIT_CHECK_LEASE:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

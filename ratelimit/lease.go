@@ -49,23 +49,31 @@ type LeaseOptions struct {
 // refusal until its Retry-After, so a client over its limit costs Redis nothing either.
 // It is safe for concurrent use.
 //
-// What stays exact, on any number of replicas: no bucket hands out more tokens than it
-// holds, since every token handed out here was first taken from the shared bucket; and a
-// remembered refusal is one the shared bucket would repeat, since tokens only come back
-// with time and Retry-After is when the first one does.
+// What holds, on any number of replicas: every token handed out here was first taken from
+// the shared bucket, so the bucket's count is never overdrawn; and a remembered refusal
+// is one the shared bucket would repeat (tokens only come back with time; Retry-After,
+// counted from before the shared bucket was asked, is when the first one does).
 //
-// What it trades: tokens taken but not handed out within TTL are dropped, not returned. A
-// lease starts at one token and doubles only while each is used up within TTL (it halves
-// when one expires unused), it is at most MaxLease and a tenth of the burst, and never
-// more than the bucket holds; so a client whose requests spread over R replicas may be
-// refused at most R × that many requests early while at its limit, and a client well
-// under its limit meets no difference. Result.Remaining of a take served from the
-// reserve counts the tokens this replica still holds for the bucket, not the bucket's.
+// What it trades, both ways bounded by the tokens replicas hold. A lease starts at one
+// token, doubles only while each is used up within TTL, halves when one expires unused,
+// and is at most MaxLease and a tenth of the burst, never more than the bucket holds.
+// Held tokens are spent later than they were taken: over any interval, a bucket allows at
+// most what it would allow alone plus the tokens replicas held when the interval began,
+// R × (lease − 1) with R replicas (a tenth of the burst each at most). Tokens not handed
+// out within TTL are dropped, not returned: a client spread over R replicas may be
+// refused up to R × (lease − 1) requests early at its limit. A client well under its
+// limit meets no difference.
+//
+// Concurrent takes for a bucket whose reserve is empty wait for the one lease already
+// being taken rather than each asking Redis. Result.Remaining of a take served here
+// counts the tokens this replica still holds, and Reset is 0 (allowed) or the time left
+// of the remembered refusal; neither is the shared bucket's.
 type Leases struct {
 	src      Reserver
 	max      int
 	ttl      int64 // ns
 	now      func() time.Time
+	epoch    time.Time // times are ns since epoch: monotonic with time.Now
 	seed     maphash.Seed
 	perShard int
 	shards   [leaseShards]leaseShard
@@ -83,17 +91,28 @@ type leaseShard struct {
 
 type leaseKey struct{ class, id string }
 
-// lease is what this replica knows of one bucket. Times are Unix ns of Leases.now.
+// lease is what this replica knows of one bucket. Times are ns since Leases.epoch.
 type lease struct {
 	left    int   // tokens held
-	until   int64 // when they are dropped
+	until   int64 // when they are dropped; also how long the last lease counts as recent
 	want    int   // tokens the next take from the shared bucket asks for
-	pending bool  // a take asking for want is out
+	grow    bool  // the last lease was granted in full: the next may be larger
+	waiting int   // takes waiting for the lease on its way
 	refused int64 // refused without asking until then
-	seen    int64 // last take
+	seen    int64 // last take; a clock earlier than it went backwards
+	// landed is non-nil while a take asking for want is out; closed when it lands.
+	landed chan struct{}
 }
 
+// waitRounds bounds how many leases in flight a take waits for before it asks the shared
+// bucket for one token itself. Each lease asks for at least as many tokens as takes wait
+// for it (up to the cap), so a second round is rare.
+const waitRounds = 4
+
 var _ Limiter = (*Leases)(nil)
+
+// MaxLeaseTTL bounds LeaseOptions.TTL.
+const MaxLeaseTTL = time.Minute
 
 // NewLeases returns a Limiter that keeps reserves of src's tokens.
 func NewLeases(src Reserver, opts LeaseOptions) (*Leases, error) {
@@ -101,9 +120,9 @@ func NewLeases(src Reserver, opts LeaseOptions) (*Leases, error) {
 	case src == nil:
 		return nil, fmt.Errorf("ratelimit: NewLeases needs a Reserver")
 	case opts.MaxLease < 0 || opts.MaxLease > MaxTakeN:
-		return nil, fmt.Errorf("ratelimit: lease size %d is not between 1 and %d", opts.MaxLease, MaxTakeN)
-	case opts.TTL < 0:
-		return nil, fmt.Errorf("ratelimit: negative lease TTL %v", opts.TTL)
+		return nil, fmt.Errorf("ratelimit: lease size %d is not between 1 and %d (0: the default)", opts.MaxLease, MaxTakeN)
+	case opts.TTL < 0 || opts.TTL > MaxLeaseTTL:
+		return nil, fmt.Errorf("ratelimit: lease TTL %v is not between 0 (the default) and %v", opts.TTL, MaxLeaseTTL)
 	case opts.MaxBuckets < 0:
 		return nil, fmt.Errorf("ratelimit: negative MaxBuckets %d", opts.MaxBuckets)
 	}
@@ -124,6 +143,7 @@ func NewLeases(src Reserver, opts LeaseOptions) (*Leases, error) {
 		max:      opts.MaxLease,
 		ttl:      int64(opts.TTL),
 		now:      opts.Now,
+		epoch:    opts.Now(),
 		seed:     maphash.MakeSeed(),
 		perShard: max(1, opts.MaxBuckets/leaseShards),
 		takes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -144,6 +164,10 @@ func NewLeases(src Reserver, opts LeaseOptions) (*Leases, error) {
 	return l, nil
 }
 
+// clock is the time in ns since l.epoch: with time.Now, monotonic, so a step of the
+// wall clock neither stretches a remembered refusal nor a lease.
+func (l *Leases) clock() int64 { return int64(l.now().Sub(l.epoch)) }
+
 // Len is the number of buckets state is kept for.
 func (l *Leases) Len() int {
 	n := 0
@@ -156,13 +180,13 @@ func (l *Leases) Len() int {
 	return n
 }
 
-// leaseCap is the largest lease for limit l.
+// leaseCap is the largest lease for limit lim.
 func (l *Leases) leaseCap(lim Limit) int {
 	return max(1, min(l.max, lim.Burst/leaseShare))
 }
 
-// Take implements Limiter. Errors are src's; held tokens and remembered refusals still
-// answer while src fails.
+// Take implements Limiter. Errors are src's (or ErrUnavailable when ctx ends while
+// waiting for a lease); held tokens and remembered refusals still answer while src fails.
 func (l *Leases) Take(ctx context.Context, class, id string, lim Limit) (Result, error) {
 	if err := checkTake(class, lim); err != nil {
 		return Result{}, err
@@ -173,68 +197,110 @@ func (l *Leases) Take(ctx context.Context, class, id string, lim Limit) (Result,
 	k := leaseKey{class, id}
 	s := &l.shards[maphash.Comparable(l.seed, k)%leaseShards]
 
-	s.mu.Lock()
-	now := l.now().UnixNano()
-	e := s.m[k]
-	if e == nil {
-		if len(s.m) >= l.perShard {
-			l.makeRoom(s, now)
+	for round := 0; ; round++ {
+		s.mu.Lock()
+		now := l.clock()
+		e := s.m[k]
+		if e == nil {
+			if len(s.m) >= l.perShard {
+				l.makeRoom(s, now)
+			}
+			e = &lease{want: 1}
+			s.m[k] = e
 		}
-		e = &lease{want: 1}
-		s.m[k] = e
+		if now < e.seen { // the clock went backwards: trust no time kept
+			e.left, e.until, e.refused = 0, now, now
+		}
+		e.seen = now
+		// Held tokens first: they were taken from the bucket already.
+		if e.left > 0 && now < e.until {
+			e.left--
+			left := e.left
+			s.mu.Unlock()
+			l.reserve.Inc()
+			return Result{Allowed: true, Remaining: left}, nil
+		}
+		if now < e.refused {
+			retry := time.Duration(e.refused - now)
+			s.mu.Unlock()
+			l.refused.Inc()
+			return Result{RetryAfter: retry, Reset: retry}, nil
+		}
+		if e.landed != nil && round < waitRounds {
+			// A lease is on its way: wait for it rather than ask Redis too.
+			landed := e.landed
+			e.waiting++
+			s.mu.Unlock()
+			select {
+			case <-landed:
+			case <-ctx.Done():
+				s.mu.Lock()
+				e.waiting--
+				s.mu.Unlock()
+				return Result{}, fmt.Errorf("%w: class %s: %w", ErrUnavailable, class, ctx.Err())
+			}
+			s.mu.Lock()
+			e.waiting--
+			s.mu.Unlock()
+			continue
+		}
+		return l.takeShared(ctx, s, e, class, id, lim, now)
 	}
-	e.seen = now
-	if now < e.refused {
-		retry := time.Duration(e.refused - now)
-		s.mu.Unlock()
-		l.refused.Inc()
-		return Result{RetryAfter: retry, Reset: retry}, nil
-	}
-	if e.left > 0 && now < e.until {
-		e.left--
-		left := e.left
-		s.mu.Unlock()
-		l.reserve.Inc()
-		return Result{Allowed: true, Remaining: left}, nil
-	}
-	// The reserve is empty or expired. Size the next lease by how the last one went:
-	// used up in time, twice as many; expired unused, half.
-	want := 1
-	mine := !e.pending
+}
+
+// takeShared asks the shared bucket for a lease (or, when one is already on its way,
+// for the one token this take needs). s.mu is held and is released.
+func (l *Leases) takeShared(ctx context.Context, s *leaseShard, e *lease, class, id string, lim Limit, start int64) (Result, error) {
+	want, mine := 1, e.landed == nil
+	prev := e.want
 	if mine {
+		// Size the lease by how the last went: used up in time, twice as many; expired
+		// unused, half; idle for a while, one again.
 		switch {
-		case e.until == 0: // first take
-		case e.left == 0 && now < e.until:
+		case e.until == 0:
+		case start-e.until >= l.ttl:
+			e.want = 1
+		case e.left == 0 && start < e.until && e.grow:
 			e.want *= 2
-		case e.left > 0:
+		case start >= e.until && e.until != 0 && e.left > 0:
 			e.want /= 2
 		}
 		e.want = max(1, min(e.want, l.leaseCap(lim)))
-		want = e.want
-		e.pending = true
+		// Enough for the takes already waiting too, if the cap allows.
+		want = max(e.want, min(e.waiting+1, l.leaseCap(lim)))
+		e.landed = make(chan struct{})
 	}
-	e.left = 0
+	e.left = 0 // none, or expired
 	s.mu.Unlock()
 
 	got, res, err := l.src.TakeN(ctx, class, id, lim, want)
 	l.shared.Inc()
 
 	s.mu.Lock()
-	if mine {
-		e.pending = false
-	}
-	if err == nil {
-		now = l.now().UnixNano()
-		switch {
-		case got == 0:
-			e.refused = now + int64(res.RetryAfter)
-			e.want = 1 // at the limit: one token at a time
-		case got > 1:
+	now := l.clock()
+	switch {
+	case err != nil:
+		if mine {
+			e.want = prev // a failure says nothing about demand
+		}
+	case got == 0:
+		// Redis decided after start: counting from start never outlasts its refusal.
+		e.refused = max(e.refused, start+int64(res.RetryAfter))
+		e.want, e.grow = 1, false // at the limit: one token at a time
+	default:
+		if mine {
+			e.grow = got == want
+		}
+		if got > 1 {
 			e.left += got - 1
 			e.until = now + l.ttl
-		default:
-			e.until = now + l.ttl // used up in time, as far as sizing goes
+		} else if e.left == 0 {
+			e.until = now + l.ttl // the lease counts as recent, for sizing
 		}
+	}
+	if mine {
+		close(e.landed)
+		e.landed = nil
 	}
 	s.mu.Unlock()
 	return res, err
@@ -242,12 +308,12 @@ func (l *Leases) Take(ctx context.Context, class, id string, lim Limit) (Result,
 
 // makeRoom frees a place in a full shard: the state of buckets idle for a TTL (nothing
 // held, nothing remembered), else that of a bucket sampled at random, whose held tokens
-// are then dropped. s.mu is held.
+// are then dropped. A bucket with a take in flight stays. s.mu is held.
 func (l *Leases) makeRoom(s *leaseShard, now int64) {
-	if now-s.lastSweep >= l.ttl {
+	if now-s.lastSweep >= l.ttl || now < s.lastSweep {
 		s.lastSweep = now
 		for k, e := range s.m {
-			if !e.pending && now-e.seen >= l.ttl && now >= e.until && now >= e.refused {
+			if e.landed == nil && now-e.seen >= l.ttl && now >= e.until && now >= e.refused {
 				delete(s.m, k)
 			}
 		}
@@ -256,7 +322,7 @@ func (l *Leases) makeRoom(s *leaseShard, now int64) {
 		}
 	}
 	for k, e := range s.m { // map order is random: a sample
-		if !e.pending {
+		if e.landed == nil {
 			delete(s.m, k)
 			return
 		}

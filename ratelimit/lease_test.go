@@ -10,25 +10,30 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/testenv"
 )
 
-// counting is a Reserver that records what Leases asks of the real one under it.
+// counting is a Reserver that records what Leases asks of the real one under it; with
+// gate set, each TakeN waits for it to be closed.
 type counting struct {
 	ratelimit.Reserver
 	mu    sync.Mutex
 	asked []int // n of every TakeN
 	fail  atomic.Bool
+	gate  chan struct{}
 }
 
 func (c *counting) TakeN(ctx context.Context, class, id string, l ratelimit.Limit, n int) (int, ratelimit.Result, error) {
 	c.mu.Lock()
 	c.asked = append(c.asked, n)
+	gate := c.gate
 	c.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	if c.fail.Load() {
 		return 0, ratelimit.Result{}, ratelimit.ErrUnavailable
 	}
@@ -199,11 +204,20 @@ func TestLeasesAnswerFromTheReserveWhileTheSharedBucketFails(t *testing.T) {
 	for range 1 + 2 + 1 { // a lease of 4 is out, 3 held
 		mustTake(t, l, "u1", lim)
 	}
+	// A refusal remembered before the failure.
+	tight := ratelimit.Limit{Burst: 1, Period: time.Hour}
+	mustTake(t, l, "u3", tight)
+	if res := mustTake(t, l, "u3", tight); res.Allowed {
+		t.Fatalf("second take of a bucket of 1 = %+v", res)
+	}
 	src.fail.Store(true)
 	for i := range 3 {
 		if res := mustTake(t, l, "u1", lim); !res.Allowed {
 			t.Fatalf("held token %d while Redis fails = %+v, want allowed", i+1, res)
 		}
+	}
+	if res, err := l.Take(context.Background(), ratelimit.ClassCheckUser, "u3", tight); err != nil || res.Allowed || res.RetryAfter <= 0 {
+		t.Fatalf("remembered refusal while Redis fails = %+v, %v; want refused with Retry-After", res, err)
 	}
 	_, err := l.Take(context.Background(), ratelimit.ClassCheckUser, "u1", lim)
 	if !errors.Is(err, ratelimit.ErrUnavailable) {
@@ -264,10 +278,6 @@ func TestLeasesCountWhereTakesWereAnswered(t *testing.T) {
 	for range 40 {
 		mustTake(t, l, "u1", lim)
 	}
-	got, err := testutil.GatherAndCount(reg, "authd_ratelimit_lease_takes_total")
-	if err != nil || got != 3 {
-		t.Fatalf("lease metric series: %d, %v; want reserve, shared and refused", got, err)
-	}
 	source := func(s string) float64 {
 		return counterValue(t, reg, "authd_ratelimit_lease_takes_total", map[string]string{"source": s})
 	}
@@ -318,10 +328,10 @@ func TestLeasesOnRedisAcrossReplicas(t *testing.T) {
 	if calls > 3200/4 {
 		t.Fatalf("%d of 3,200 takes went to Redis, want most answered locally", calls)
 	}
-	// The bucket in Redis holds what was not taken.
-	left, err := c.Exists(context.Background(), newRedis(t, c, ratelimit.RedisOptions{Prefix: prefix}).Key(ratelimit.ClassCheckUser, "u1")).Result()
-	if err != nil || left != 1 {
-		t.Fatalf("bucket key in Redis: %d, %v", left, err)
+	// The bucket in Redis was charged for every token allowed, and for those still held.
+	rest, _, err := srcA.Reserver.TakeN(context.Background(), ratelimit.ClassCheckUser, "u1", lim, ratelimit.MaxTakeN)
+	if err != nil || rest > lim.Burst-int(n) {
+		t.Fatalf("the bucket still held %d tokens (%v) after %d were allowed from %d", rest, err, n, lim.Burst)
 	}
 }
 
@@ -355,4 +365,79 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// Takes that find the reserve empty while a lease is on its way wait for it: a flood of
+// one client costs a few round trips, not one each.
+func TestLeasesConcurrentTakesShareOneRoundTrip(t *testing.T) {
+	clock := newFakeClock()
+	src := &counting{Reserver: newMemory(t, ratelimit.MemoryOptions{Now: clock.Now}), gate: make(chan struct{})}
+	l := newLeases(t, src, ratelimit.LeaseOptions{Now: clock.Now})
+	lim := ratelimit.Limit{Burst: 1000, Period: time.Hour} // leases of up to 64
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if res, err := l.Take(context.Background(), ratelimit.ClassCheckUser, "u1", lim); err == nil && res.Allowed {
+				allowed.Add(1)
+			}
+		})
+	}
+	// Let every take arrive while the first lease is held at the gate.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(src.calls()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(src.gate)
+	wg.Wait()
+	if allowed.Load() != 32 {
+		t.Fatalf("%d of 32 takes allowed", allowed.Load())
+	}
+	if calls := src.calls(); len(calls) > 4 {
+		t.Fatalf("32 concurrent takes asked the shared bucket %d times (%v), want a few", len(calls), calls)
+	}
+}
+
+// After a refusal the next lease is one token, not the doubled size: at the limit the
+// shared bucket decides each request.
+func TestLeasesTakeOneTokenAfterARefusal(t *testing.T) {
+	l, src, clock := leaseHarness(t, ratelimit.LeaseOptions{})
+	lim := ratelimit.Limit{Burst: 40, Period: time.Hour} // leases of up to 4; a token per 90 s
+	var refused ratelimit.Result
+	for range 60 {
+		if res := mustTake(t, l, "u1", lim); !res.Allowed {
+			refused = res
+			break
+		}
+		clock.Add(time.Millisecond)
+	}
+	if refused.RetryAfter == 0 {
+		t.Fatal("never refused")
+	}
+	clock.Add(refused.RetryAfter)
+	before := len(src.calls())
+	if res := mustTake(t, l, "u1", lim); !res.Allowed {
+		t.Fatalf("take at Retry-After = %+v", res)
+	}
+	if calls := src.calls(); len(calls) != before+1 || calls[before] != 1 {
+		t.Fatalf("after a refusal asked the shared bucket for %v, want one token", calls[before:])
+	}
+}
+
+// A clock stepped back (the fake clock stands for a wall clock; time.Now is monotonic)
+// does not stretch a remembered refusal: the shared bucket is asked again.
+func TestLeasesForgetTimesWhenTheClockGoesBack(t *testing.T) {
+	l, src, clock := leaseHarness(t, ratelimit.LeaseOptions{})
+	lim := ratelimit.Limit{Burst: 1, Period: time.Hour}
+	mustTake(t, l, "u1", lim)
+	if res := mustTake(t, l, "u1", lim); res.Allowed {
+		t.Fatalf("second take of a bucket of 1 = %+v", res)
+	}
+	asked := len(src.calls())
+	clock.Add(-time.Hour)
+	mustTake(t, l, "u1", lim)
+	if n := len(src.calls()); n != asked+1 {
+		t.Fatalf("after the clock went back an hour the refusal was still remembered (%d shared takes, want %d)", n, asked+1)
+	}
 }
