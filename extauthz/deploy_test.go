@@ -173,8 +173,8 @@ func checkRoutes(t *testing.T, listener string, rc *routev3.RouteConfiguration) 
 }
 
 // TestProxyConfigsPointAtAuthd checks the other deploy configs for the settings the
-// check path depends on; the proxies themselves are not run here (nginx is, in
-// TestNginxAuthRequestEndToEnd).
+// check path depends on; the proxies themselves are not run here (nginx and Caddy are,
+// in TestNginxAuthRequestEndToEnd and TestCaddyForwardAuthEndToEnd).
 func TestProxyConfigsPointAtAuthd(t *testing.T) {
 	read := func(parts ...string) string {
 		b, err := os.ReadFile(filepath.Join(append([]string{"..", "deploy"}, parts...)...))

@@ -107,15 +107,18 @@ http {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	// exited is closed once nginx has been waited for (so the start-up loop and the
+	// clean-up can both see it); waitErr is its exit status.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM) // fast shutdown; the master stops its workers
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+			<-exited
 		}
 		if t.Failed() {
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
@@ -131,8 +134,8 @@ http {
 			break
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("nginx exited: %v\n%s", err, out.String())
+		case <-exited:
+			t.Fatalf("nginx exited: %v\n%s", waitErr, out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
