@@ -351,6 +351,22 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("underscore aliases never reach the app", func(t *testing.T) {
+		// CGI, WSGI, PHP and Rails fold X_User_Id into the same variable as X-User-Id.
+		resp, body := get("/orders", "Authorization", "Bearer "+aliceTok,
+			"X_User_Id", "admin", "X-User_Email", "admin@evil.test", "x_auth_mfa", "true", "X_Custom", "kept?")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		got := upstream(t, body)
+		for name := range got.Headers {
+			if strings.Contains(name, "_") {
+				t.Errorf("the app got %s: %q", name, got.Headers[name])
+			}
+		}
+		only(t, got, "X-User-Id", alice.id)
+	})
+
 	t.Run("denied", func(t *testing.T) {
 		before := hits.Load()
 		resp, body := get("/orders", "X-User-Id", "admin")
