@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -53,20 +54,27 @@ func BenchmarkTake(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	lim := ratelimit.Limit{Burst: 1_000_000, Period: time.Minute}
+	// Far above what any row takes, so every row measures takes, not refusals.
+	lim := ratelimit.Limit{Burst: ratelimit.MaxBurst, Period: time.Minute}
 	ids := make([]string, 10_000)
 	for i := range ids {
 		ids[i] = "10.0." + strconv.Itoa(i/256) + "." + strconv.Itoa(i%256)
 	}
 	ctx := context.Background()
 	ping := func(int) error { return c.Ping(ctx).Err() }
+	rows := 0
 	takeFrom := func(l ratelimit.Limiter, hot bool) func(int) error {
+		rows++
+		hotID := "hot-" + strconv.Itoa(rows) // a bucket of its own for each row
 		return func(i int) error {
 			id := ids[i%len(ids)]
 			if hot {
-				id = "hot"
+				id = hotID
 			}
-			_, err := l.Take(ctx, "bench", id, lim)
+			res, err := l.Take(ctx, "bench", id, lim)
+			if err == nil && !res.Allowed {
+				err = fmt.Errorf("take refused: the benchmark's limit is too low")
+			}
 			return err
 		}
 	}
