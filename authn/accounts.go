@@ -229,7 +229,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput, m requestMeta) (Logi
 	if err := s.clearLockout(ctx, email); err != nil {
 		return LoginResult{}, err
 	}
-	tr, err := s.startSession(ctx, u, []string{"pwd"}, m, att.failures)
+	tr, err := s.startSession(ctx, u, []string{"pwd"}, m, att.failures, nil)
 	if err != nil {
 		return LoginResult{}, err
 	}
@@ -345,7 +345,11 @@ func Unlock(ctx context.Context, st store.Store, email string, now time.Time) er
 // startSession creates a session and its first refresh token in one transaction, with the
 // LOGIN_SUCCESS audit row, and signs the access token. With SingleSession it rotates the
 // stamp and ends every other session.
-func (s *Service) startSession(ctx context.Context, u store.User, amr []string, m requestMeta, recentFailures int) (TokenResponse, error) {
+//
+// first, when not nil, runs at the start of the session's transaction: what it spends
+// (a pre-auth token, a recovery code) is spent only if the session is created, and its
+// error rolls everything back and is returned as is.
+func (s *Service) startSession(ctx context.Context, u store.User, amr []string, m requestMeta, recentFailures int, first func(tx store.Tx) error) (TokenResponse, error) {
 	now := s.now()
 	live, err := s.st.ListLiveSessions(ctx, u.ID, now)
 	if err != nil {
@@ -372,6 +376,11 @@ func (s *Service) startSession(ctx context.Context, u store.User, amr []string, 
 	var rt store.RefreshToken
 	var revoked []string
 	err = s.st.InTx(ctx, func(tx store.Tx) error {
+		if first != nil {
+			if err := first(tx); err != nil {
+				return err
+			}
+		}
 		var err error
 		u, err = tx.UpdateUser(ctx, u.ID, func(cur store.User) (store.User, error) {
 			cur.LastLoginAt = &now

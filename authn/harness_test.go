@@ -142,6 +142,7 @@ type env struct {
 	t      testing.TB
 	clock  *clock
 	st     *sqlstore.Store
+	dbURL  string // the test's own database
 	svc    *authn.Service
 	h      http.Handler
 	reg    *prometheus.Registry
@@ -212,7 +213,7 @@ func newEnv(t testing.TB, changes ...func(*config)) *env {
 		t.Fatalf("sqlstore.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	e.st = st
+	e.st, e.dbURL = st, dbURL
 
 	keys, err := jwks.New(jwks.Source{PrivatePEM: testKey.private, PublicPEM: testKey.public}, jwks.Options{
 		Issuer: testIssuer, Audience: testAudience, Now: e.clock.Now, Logger: log, Registerer: e.reg,

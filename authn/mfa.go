@@ -260,27 +260,57 @@ func (s *Service) CompleteMFA(ctx context.Context, preAuth, code string, m reque
 	if att.locked {
 		return TokenResponse{}, &LockedError{RetryAfter: att.retryAfter}
 	}
-	if err := s.verifySecondFactor(ctx, u, code, m, "login"); err != nil {
-		return TokenResponse{}, err
-	}
-	// Spend the token: only one success per pre-auth token, even in parallel.
-	spent := false
-	if _, err := s.st.UpdateUser(ctx, u.ID, func(cur store.User) (store.User, error) {
-		spent = cur.PreAuthJTI == c.JTI
-		if spent {
-			cur.PreAuthJTI, cur.PreAuthTries = "", 0
+	// A TOTP code is checked (and its step marked used) first; a recovery code is spent
+	// in the session's own transaction, with the pre-auth token, so that a failure (or a
+	// crash) before the session exists leaves both usable.
+	code = strings.TrimSpace(code)
+	var recovery []byte
+	switch norm, valid := normalizeRecoveryCode(code); {
+	case isTOTPShape(code):
+		if err := s.verifySecondFactor(ctx, u, code, m, "login"); err != nil {
+			return TokenResponse{}, err
 		}
-		return cur, nil
-	}); err != nil {
+	case valid:
+		recovery = s.recoveryHash(u.ID, norm)
+	default:
+		s.audit.async(s.audit.event(EventMFAFailed, u.ID, m, riskSignals{}, map[string]any{"stage": "login"}))
+		return TokenResponse{}, ErrInvalidMFACode
+	}
+	tr, err := s.startSession(ctx, u, []string{"pwd", "otp"}, m, 0, func(tx store.Tx) error {
+		if recovery != nil {
+			if err := tx.UseRecoveryCode(ctx, u.ID, recovery, s.now()); errors.Is(err, store.ErrNotFound) {
+				return ErrInvalidMFACode
+			} else if err != nil {
+				return err
+			}
+		}
+		// Spend the token: only one success per pre-auth token, even in parallel.
+		spent := false
+		if _, err := tx.UpdateUser(ctx, u.ID, func(cur store.User) (store.User, error) {
+			spent = cur.PreAuthJTI == c.JTI
+			if spent {
+				cur.PreAuthJTI, cur.PreAuthTries = "", 0
+			}
+			return cur, nil
+		}); err != nil {
+			return err
+		}
+		if !spent {
+			return ErrInvalidToken
+		}
+		return nil
+	})
+	if errors.Is(err, ErrInvalidMFACode) {
+		s.audit.async(s.audit.event(EventMFAFailed, u.ID, m, riskSignals{}, map[string]any{"stage": "login"}))
+	}
+	if err != nil {
 		return TokenResponse{}, err
 	}
-	if !spent {
-		return TokenResponse{}, ErrInvalidToken
-	}
+	// Only a completed login clears the lockout; should this fail, the login stands.
 	if err := s.clearLockout(ctx, u.Email); err != nil {
-		return TokenResponse{}, err
+		s.log.Warn("lockout not cleared after an MFA login", "error", err)
 	}
-	return s.startSession(ctx, u, []string{"pwd", "otp"}, m, 0)
+	return tr, nil
 }
 
 // reservePreAuthTry counts one try against the user's live pre-auth token jti; it

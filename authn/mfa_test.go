@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
 	"github.com/pquerna/otp"
@@ -479,5 +480,45 @@ func TestTOTPRFC6238Vectors(t *testing.T) {
 		if ok, err := totp.ValidateCustom(v.code, secret, at, opts); !ok || err != nil {
 			t.Errorf("T=%d: %s does not validate (%v)", v.unix, v.code, err)
 		}
+	}
+}
+
+// /verify-mfa with a recovery code spends the code, the pre-auth token and creates the
+// session in one transaction: when the session cannot be written (here PostgreSQL refuses
+// the insert, as a crash or an outage would cut it short), the code and the token are
+// both still good, and the retry logs in.
+func TestVerifyMFAWithARecoveryCodeSpendsNothingWhenTheSessionFails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	_, recovery := e.mfaUser("atomic@example.com")
+	p := e.loginPreAuth("atomic@example.com", pw)
+
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	if _, err := db.Exec(ctx, `
+		CREATE FUNCTION refuse_sessions() RETURNS trigger LANGUAGE plpgsql AS
+			$$ BEGIN RAISE EXCEPTION 'sessions refused by the test'; END $$;
+		CREATE TRIGGER refuse_sessions BEFORE INSERT ON sessions
+			FOR EACH ROW EXECUTE FUNCTION refuse_sessions();`); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.verifyMFA(p.PreAuthToken, recovery[0]); r.Code != http.StatusInternalServerError {
+		t.Fatalf("verify-mfa while sessions cannot be written: %d %s, want 500", r.Code, r.Body)
+	}
+	if _, err := db.Exec(ctx, `DROP TRIGGER refuse_sessions ON sessions`); err != nil {
+		t.Fatal(err)
+	}
+
+	tokensOf(t, e.verifyMFA(p.PreAuthToken, recovery[0])) // same token, same code
+	a, err := e.st.GetUserByEmail(ctx, "atomic@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.st.CountUnusedRecoveryCodes(ctx, a.ID); n != 9 {
+		t.Fatalf("unused recovery codes = %d, want 9: only the login that succeeded spent one", n)
 	}
 }
