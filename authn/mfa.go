@@ -277,14 +277,9 @@ func (s *Service) CompleteMFA(ctx context.Context, preAuth, code string, m reque
 		return TokenResponse{}, ErrInvalidMFACode
 	}
 	tr, err := s.startSession(ctx, u, []string{"pwd", "otp"}, m, 0, func(tx store.Tx) error {
-		if recovery != nil {
-			if err := tx.UseRecoveryCode(ctx, u.ID, recovery, s.now()); errors.Is(err, store.ErrNotFound) {
-				return ErrInvalidMFACode
-			} else if err != nil {
-				return err
-			}
-		}
-		// Spend the token: only one success per pre-auth token, even in parallel.
+		// Spend the token: only one success per pre-auth token, even in parallel. The
+		// user row is locked first, as every other transaction on a user does (taking
+		// the recovery code's row first could deadlock with /mfa/disable).
 		spent := false
 		if _, err := tx.UpdateUser(ctx, u.ID, func(cur store.User) (store.User, error) {
 			spent = cur.PreAuthJTI == c.JTI
@@ -297,6 +292,13 @@ func (s *Service) CompleteMFA(ctx context.Context, preAuth, code string, m reque
 		}
 		if !spent {
 			return ErrInvalidToken
+		}
+		if recovery != nil {
+			if err := tx.UseRecoveryCode(ctx, u.ID, recovery, s.now()); errors.Is(err, store.ErrNotFound) {
+				return ErrInvalidMFACode // rolls the token's spending back
+			} else if err != nil {
+				return err
+			}
 		}
 		return nil
 	})

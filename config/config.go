@@ -63,6 +63,11 @@ type Config struct {
 	SessionTTL      time.Duration
 
 	TrustedProxies   []netip.Prefix // TRUSTED_PROXIES: CIDRs or addresses
+	// CheckTrustedProxies (CHECK_TRUSTED_PROXIES): the hops in front of the proxy (load
+	// balancers) whose X-Forwarded-For the check path believes. Apart from
+	// TRUSTED_PROXIES, which names authd's own peers: a range trusted there (the proxy's
+	// network) may hold clients and NAT hops that must not choose their own address.
+	CheckTrustedProxies []netip.Prefix
 	ClientIPv6Prefix int
 	CORSOrigins      []string
 	HSTS             bool
@@ -147,12 +152,17 @@ func Load(getenv func(string) string) (Config, error) {
 	c.RefreshTokenTTL = l.duration("REFRESH_TOKEN_TTL", 30*24*time.Hour)
 	c.SessionTTL = l.duration("SESSION_TTL", 90*24*time.Hour)
 
-	if v, ok := l.raw("TRUSTED_PROXIES"); ok {
-		p, err := clientip.ParseTrusted(v)
-		if err != nil {
-			l.fail("TRUSTED_PROXIES", "%v", err)
+	for _, tp := range []struct {
+		name string
+		dst  *[]netip.Prefix
+	}{{"TRUSTED_PROXIES", &c.TrustedProxies}, {"CHECK_TRUSTED_PROXIES", &c.CheckTrustedProxies}} {
+		if v, ok := l.raw(tp.name); ok {
+			p, err := clientip.ParseTrusted(v)
+			if err != nil {
+				l.fail(tp.name, "%v", err)
+			}
+			*tp.dst = p
 		}
-		c.TrustedProxies = p
 	}
 	c.ClientIPv6Prefix = l.intRange("CLIENT_IPV6_PREFIX", 64, 16, 128)
 	c.CORSOrigins = l.list("CORS_ORIGINS")

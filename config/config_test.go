@@ -52,6 +52,7 @@ func TestEachBadValueIsNamed(t *testing.T) {
 		{"missing secret file", map[string]string{"FERNET_KEY_FILE": "/nonexistent/fernet"}, "FERNET_KEY_FILE:"},
 		{"secret and file", map[string]string{"FERNET_KEY": "a", "FERNET_KEY_FILE": "/x"}, "FERNET_KEY:"},
 		{"check lease of zero", map[string]string{"RATE_LIMIT_CHECK_LEASE": "0"}, "RATE_LIMIT_CHECK_LEASE:"},
+		{"check trusted proxies trusting everyone", map[string]string{"CHECK_TRUSTED_PROXIES": "0.0.0.0/0"}, "CHECK_TRUSTED_PROXIES:"},
 		{"check lease not a number", map[string]string{"RATE_LIMIT_CHECK_LEASE": "many"}, "RATE_LIMIT_CHECK_LEASE:"},
 	}
 	for _, tt := range tests {

@@ -77,7 +77,9 @@ func startCaddy(t *testing.T, authdAddr, appAddr string) string {
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 	)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group (killed whole at clean-up), and killed with this test binary
+	// should it die first (a timeout).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -166,7 +168,8 @@ func (a *authCalls) count() int {
 func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 	e := newEnv(t, func(c *extauthz.Config) {
 		c.Policy = policy(t, "rules:\n  - path_prefix: /public/\n    access: public\n")
-		c.UserLimit = ratelimit.Limit{Burst: 3, Period: time.Minute}
+		// Room for every subtest's checks of one user; the 429 subtest takes them all.
+		c.UserLimit = ratelimit.Limit{Burst: 10, Period: time.Minute}
 	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/auth/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "authd api") })
@@ -177,7 +180,8 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 	base := startCaddy(t, authd.Listener.Addr().String(), app.Listener.Addr().String())
 	client := &http.Client{Timeout: 10 * time.Second}
 
-	do := func(method, path string, headers ...string) (*http.Response, string) {
+	// do and get take the (sub)test's t: a parent's t cannot fail from a subtest.
+	do := func(t *testing.T, method, path string, headers ...string) (*http.Response, string) {
 		t.Helper()
 		req, err := http.NewRequest(method, base+path, nil)
 		if err != nil {
@@ -198,9 +202,9 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp, string(body)
 	}
-	get := func(path string, headers ...string) (*http.Response, string) {
+	get := func(t *testing.T, path string, headers ...string) (*http.Response, string) {
 		t.Helper()
-		return do("GET", path, headers...)
+		return do(t, "GET", path, headers...)
 	}
 	upstream := func(t *testing.T, body string) echoed {
 		t.Helper()
@@ -246,7 +250,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 	bobTok := e.token(bob)
 
 	t.Run("allowed with identity headers", func(t *testing.T) {
-		resp, body := get("/orders?page=2", "Authorization", "Bearer "+bobTok)
+		resp, body := get(t, "/orders?page=2", "Authorization", "Bearer "+bobTok)
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
@@ -259,7 +263,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 			t.Errorf("upstream URI %q, want /orders?page=2", got.URI)
 		}
 
-		resp, body = get("/orders", "Authorization", "Bearer "+aliceTok)
+		resp, body = get(t, "/orders", "Authorization", "Bearer "+aliceTok)
 		if resp.StatusCode != 200 {
 			t.Fatalf("alice: status %d: %s", resp.StatusCode, body)
 		}
@@ -271,7 +275,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 	})
 
 	t.Run("original request reaches authd in X-Forwarded-*", func(t *testing.T) {
-		resp, body := do("POST", "/orders/7?x=1&access_token=nope",
+		resp, body := do(t, "POST", "/orders/7?x=1&access_token=nope",
 			"Host", "shop.example.test", "Authorization", "Bearer "+bobTok,
 			// Client values under the names Caddy writes: each must be replaced.
 			"X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/public/x",
@@ -319,7 +323,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 		// alice's token has no email: authd sends no X-User-Email, the case where
 		// copy_headers before Caddy 2.11.2 left the client's value in place
 		// (GHSA-7r4p-vjf4-gxv4).
-		resp, body := get("/orders", append([]string{"Authorization", "Bearer " + aliceTok}, spoof...)...)
+		resp, body := get(t, "/orders", append([]string{"Authorization", "Bearer " + aliceTok}, spoof...)...)
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
@@ -330,7 +334,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 		absent(t, got, "X-User-Email")
 
 		// bob has an email: authd's value replaces the client's.
-		resp, body = get("/orders", append([]string{"Authorization", "Bearer " + bobTok}, spoof...)...)
+		resp, body = get(t, "/orders", append([]string{"Authorization", "Bearer " + bobTok}, spoof...)...)
 		if resp.StatusCode != 200 {
 			t.Fatalf("bob: status %d: %s", resp.StatusCode, body)
 		}
@@ -341,7 +345,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 		only(t, got, "X-Auth-Mfa", "true")
 
 		// An anonymous allow (public route) sends no identity: every client value goes.
-		resp, body = get("/public/page", spoof...)
+		resp, body = get(t, "/public/page", spoof...)
 		if resp.StatusCode != 200 {
 			t.Fatalf("public: status %d: %s", resp.StatusCode, body)
 		}
@@ -353,7 +357,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 
 	t.Run("underscore aliases never reach the app", func(t *testing.T) {
 		// CGI, WSGI, PHP and Rails fold X_User_Id into the same variable as X-User-Id.
-		resp, body := get("/orders", "Authorization", "Bearer "+aliceTok,
+		resp, body := get(t, "/orders", "Authorization", "Bearer "+aliceTok,
 			"X_User_Id", "admin", "X-User_Email", "admin@evil.test", "x_auth_mfa", "true", "X_Custom", "kept?")
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -369,13 +373,13 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 
 	t.Run("denied", func(t *testing.T) {
 		before := hits.Load()
-		resp, body := get("/orders", "X-User-Id", "admin")
+		resp, body := get(t, "/orders", "X-User-Id", "admin")
 		if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != `Bearer realm="authd"` {
 			t.Fatalf("no token: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
 		problemBody(t, resp, body, 401, "invalid_token")
 		// A client's X-Forwarded-Uri naming a public route changes nothing.
-		resp, body = get("/orders", "Authorization", "Bearer x.y.z", "X-Forwarded-Uri", "/public/x")
+		resp, body = get(t, "/orders", "Authorization", "Bearer x.y.z", "X-Forwarded-Uri", "/public/x")
 		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
 			t.Fatalf("bad token: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
@@ -390,11 +394,11 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 		ut := e.token(u)
 		var resp *http.Response
 		var body string
-		for range 4 {
-			resp, body = get("/orders", "Authorization", "Bearer "+ut)
+		for range 11 {
+			resp, body = get(t, "/orders", "Authorization", "Bearer "+ut)
 		}
-		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "20" {
-			t.Fatalf("over the limit: %d, Retry-After %q; want 429 and 20", resp.StatusCode, resp.Header.Get("Retry-After"))
+		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "6" {
+			t.Fatalf("over the limit: %d, Retry-After %q; want 429 and 6 (a token of 10/1m)", resp.StatusCode, resp.Header.Get("Retry-After"))
 		}
 		problemBody(t, resp, body, 429, "rate_limited")
 	})
@@ -405,7 +409,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 		e.src.setDown(true)
 		defer e.src.setDown(false)
 		before := hits.Load()
-		resp, body := get("/orders", "Authorization", "Bearer "+ut)
+		resp, body := get(t, "/orders", "Authorization", "Bearer "+ut)
 		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" {
 			t.Fatalf("store down: %d, Retry-After %q; want 503 and 1", resp.StatusCode, resp.Header.Get("Retry-After"))
 		}
@@ -417,7 +421,7 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 
 	t.Run("authd's own routes are not checked", func(t *testing.T) {
 		n := calls.count()
-		resp, body := get("/api/auth/login")
+		resp, body := get(t, "/api/auth/login")
 		if resp.StatusCode != 200 || body != "authd api" {
 			t.Fatalf("%d %q", resp.StatusCode, body)
 		}

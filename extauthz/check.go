@@ -239,7 +239,7 @@ type Config struct {
 	// FailOpenRateLimit (CHECK_FAIL_OPEN_RATE_LIMIT) lets requests pass, with a warning,
 	// when the limiter cannot answer; by default they get 503.
 	FailOpenRateLimit bool
-	// ClientIPs (TRUSTED_PROXIES) finds the client behind the proxy: a proxy's own peer,
+	// ClientIPs (CHECK_TRUSTED_PROXIES) finds the client behind the proxy: a proxy's own peer,
 	// or the address it appended to X-Forwarded-For, is the client unless it is a trusted
 	// proxy itself (a load balancer in front of Envoy or Traefik); then the chain is
 	// walked as clientip does. Default: nothing trusted.

@@ -101,7 +101,8 @@ http {
 		t.Fatalf("nginx -t refuses deploy/nginx/authd.conf: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, append(args, "-g", "daemon off;")...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Killed with this test binary should it die first (a timeout).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

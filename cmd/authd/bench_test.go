@@ -470,6 +470,15 @@ func (emptyAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRes
 // process boundary and the empty servers' CPU is measured apart from the load generator's.
 const emptyServerEnv = "AUTHD_BENCH_EMPTY_SERVERS"
 
+// emptyServerArg must be the child's first argument too, so that the variable alone,
+// inherited by a `go test` run, does not turn the tests into an empty server.
+const emptyServerArg = "-authd.empty-servers"
+
+// isEmptyServer reports whether this process was started as the empty servers.
+func isEmptyServer() bool {
+	return os.Getenv(emptyServerEnv) != "" && len(os.Args) > 1 && os.Args[1] == emptyServerArg
+}
+
 // serveEmpty runs the empty gRPC and HTTP servers on loopback, prints "<grpc> <http>"
 // (their addresses) on stdout and serves until stdin closes (the benchmark ended or died).
 func serveEmpty() error {
@@ -506,7 +515,7 @@ func serveEmpty() error {
 // startEmptyServers runs serveEmpty in a child process and returns it with its addresses.
 func startEmptyServers(b *testing.B) (proc *exec.Cmd, grpcAddr, httpAddr string) {
 	b.Helper()
-	proc = exec.Command(os.Args[0])
+	proc = exec.Command(os.Args[0], emptyServerArg)
 	proc.Env = append(os.Environ(), emptyServerEnv+"=1")
 	proc.Stderr = os.Stderr
 	stdin, err := proc.StdinPipe()

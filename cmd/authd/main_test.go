@@ -30,7 +30,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	if os.Getenv(emptyServerEnv) != "" {
+	if isEmptyServer() {
 		if err := serveEmpty(); err != nil {
 			fmt.Fprintln(os.Stderr, "empty servers:", err)
 			os.Exit(1)
@@ -528,6 +528,47 @@ func TestCheckPathFailsClosedWhileRedisIsDown(t *testing.T) {
 			t.Fatalf("check 10 s after Redis came back: %d", status)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The check path believes X-Forwarded-For hops only from CHECK_TRUSTED_PROXIES, never
+// from TRUSTED_PROXIES (authd's own peers): two clients behind a balancer get buckets of
+// their own only when the balancer is listed there.
+func TestCheckPathTrustsOnlyCheckTrustedProxies(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name      string
+		env       string
+		secondHit int
+	}{
+		{"TRUSTED_PROXIES alone", "TRUSTED_PROXIES=127.0.0.0/8", 429},
+		{"CHECK_TRUSTED_PROXIES", "CHECK_TRUSTED_PROXIES=127.0.0.0/8", 401},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, dir, tt.env, "RATE_LIMIT_CHECK_IP=1/1h",
+				"DATABASE_URL=sqlite://"+filepath.Join(t.TempDir(), "authd.db"))
+			s.waitReady(t, http.StatusOK, 15*time.Second)
+			status := func(client string) int {
+				req, _ := http.NewRequest("GET", "http://"+s.http+"/authz/forward-auth", nil)
+				req.Header.Set("X-Forwarded-Method", "GET")
+				req.Header.Set("X-Forwarded-Host", "app.example")
+				req.Header.Set("X-Forwarded-Uri", "/")
+				// Traefik behind a balancer at 127.0.0.1 appended the balancer.
+				req.Header.Set("X-Forwarded-For", client+", 127.0.0.1")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if got := status("203.0.113.1"); got != 401 {
+				t.Fatalf("first client without a token: %d, want 401", got)
+			}
+			if got := status("203.0.113.2"); got != tt.secondHit {
+				t.Fatalf("second client without a token: %d, want %d", got, tt.secondHit)
+			}
+		})
 	}
 }
 

@@ -115,6 +115,11 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	// The check path judges what the proxy reports with its own list (see config).
+	checkIPs, err := clientip.New(c.CheckTrustedProxies, c.ClientIPv6Prefix)
+	if err != nil {
+		return err
+	}
 	// limiter serves /api/auth (exact, one take per request: its RateLimit headers
 	// report the bucket); checkLimiter serves the check path, which takes on every
 	// request a proxy forwards: from Redis through local reserves (ratelimit.Leases).
@@ -193,7 +198,7 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger, stderr io.Wri
 		}()
 		decisions = dl
 	}
-	checker, err := newChecker(ctx, c, log, reg, notifyHUP(ctx), keys, st, bus, rdb, checkLimiter, ips, decisions)
+	checker, err := newChecker(ctx, c, log, reg, notifyHUP(ctx), keys, st, bus, rdb, checkLimiter, checkIPs, decisions)
 	if err != nil {
 		return err
 	}
