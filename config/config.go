@@ -62,15 +62,15 @@ type Config struct {
 	RefreshTokenTTL time.Duration
 	SessionTTL      time.Duration
 
-	TrustedProxies   []netip.Prefix // TRUSTED_PROXIES: CIDRs or addresses
+	TrustedProxies []netip.Prefix // TRUSTED_PROXIES: CIDRs or addresses
 	// CheckTrustedProxies (CHECK_TRUSTED_PROXIES): the hops in front of the proxy (load
 	// balancers) whose X-Forwarded-For the check path believes. Apart from
 	// TRUSTED_PROXIES, which names authd's own peers: a range trusted there (the proxy's
 	// network) may hold clients and NAT hops that must not choose their own address.
 	CheckTrustedProxies []netip.Prefix
-	ClientIPv6Prefix int
-	CORSOrigins      []string
-	HSTS             bool
+	ClientIPv6Prefix    int
+	CORSOrigins         []string
+	HSTS                bool
 
 	// Accounts.
 	PasswordMinLength   int
