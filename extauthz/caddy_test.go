@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,52 +75,8 @@ func startCaddy(t *testing.T, authdAddr, appAddr string) string {
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 	)
-	// Its own process group (killed whole at clean-up), and killed with this test binary
-	// should it die first (a timeout).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// exited is closed once caddy has been waited for; waitErr is its exit status.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Signal(syscall.SIGTERM) // graceful stop
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-exited
-			}
-		}
-		if t.Failed() {
-			t.Logf("caddy log:\n%s", out.String())
-		}
-	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("caddy exited (does it refuse deploy/caddy/Caddyfile?): %v", waitErr) // log below
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not listen on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	runProxy(t, "caddy", cmd, addr, nil) // caddy logs to its output
 	return "http://" + addr
 }
 

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -101,49 +100,11 @@ http {
 		t.Fatalf("nginx -t refuses deploy/nginx/authd.conf: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, append(args, "-g", "daemon off;")...)
-	// Killed with this test binary should it die first (a timeout).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// exited is closed once nginx has been waited for (so the start-up loop and the
-	// clean-up can both see it); waitErr is its exit status.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM) // fast shutdown; the master stops its workers
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("nginx error log:\n%s", log)
-		}
-	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("nginx exited: %v\n%s", waitErr, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	runProxy(t, "nginx", cmd, addr, func() string {
+		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		return string(log)
+	})
 	return "http://" + addr
 }
 

@@ -425,25 +425,15 @@ func TestCheckRateLimitAcrossReplicas(t *testing.T) {
 		if i%2 == 1 {
 			s = b
 		}
-		req, _ := http.NewRequest("GET", "http://"+s.http+"/authz/forward-auth", nil)
-		req.Header.Set("Authorization", "Bearer "+access)
-		req.Header.Set("X-Forwarded-Method", "GET")
-		req.Header.Set("X-Forwarded-Host", "app.example")
-		req.Header.Set("X-Forwarded-Uri", "/")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		switch resp.StatusCode {
+		switch ans := forwardAuth(t, s, access, ""); ans.status {
 		case 200:
 			allowed++
 		case 429:
 			if retryAfter == "" {
-				retryAfter = resp.Header.Get("Retry-After")
+				retryAfter = ans.retryAfter
 			}
 		default:
-			t.Fatalf("check %d: %d", i+1, resp.StatusCode)
+			t.Fatalf("check %d: %d %s", i+1, ans.status, ans.code)
 		}
 	}
 	// Leases of at most 4 (a tenth of 40): each replica may end holding 3 unused.
@@ -463,12 +453,23 @@ func TestCheckRateLimitAcrossReplicas(t *testing.T) {
 	}
 }
 
-// forwardAuth asks s's forward-auth endpoint about GET app.example/ with token, as
-// Traefik would, and returns the status and the problem code of a denial.
-func forwardAuth(t *testing.T, s *server, token string) (int, string) {
+// checkAnswer is what the forward-auth endpoint answered.
+type checkAnswer struct {
+	status           int
+	code, retryAfter string // the problem code and Retry-After of a denial
+}
+
+// forwardAuth asks s's forward-auth endpoint about GET app.example/ as Traefik would,
+// with token (none if empty) and X-Forwarded-For xff (none if empty).
+func forwardAuth(t *testing.T, s *server, token, xff string) checkAnswer {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+s.http+"/authz/forward-auth", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if xff != "" {
+		req.Header.Set("X-Forwarded-For", xff)
+	}
 	req.Header.Set("X-Forwarded-Method", "GET")
 	req.Header.Set("X-Forwarded-Host", "app.example")
 	req.Header.Set("X-Forwarded-Uri", "/")
@@ -481,7 +482,7 @@ func forwardAuth(t *testing.T, s *server, token string) (int, string) {
 		Code string `json:"code"`
 	}
 	_ = json.NewDecoder(resp.Body).Decode(&p)
-	return resp.StatusCode, p.Code
+	return checkAnswer{resp.StatusCode, p.Code, resp.Header.Get("Retry-After")}
 }
 
 // With Redis gone the check path fails closed (503 rate_limiter_unavailable: the
@@ -501,31 +502,30 @@ func TestCheckPathFailsClosedWhileRedisIsDown(t *testing.T) {
 		t.Fatalf("login: %d %v", code, tok)
 	}
 	access, _ := tok["access_token"].(string)
-	if status, _ := forwardAuth(t, s, access); status != 200 {
-		t.Fatalf("check with Redis up: %d", status)
+	if ans := forwardAuth(t, s, access, ""); ans.status != 200 {
+		t.Fatalf("check with Redis up: %+v", ans)
 	}
 
 	rs.Stop()
 	// Tokens this replica already held may still answer (at most one small lease).
-	var status int
-	var problem string
+	var ans checkAnswer
 	for range 10 {
-		if status, problem = forwardAuth(t, s, access); status != 200 {
+		if ans = forwardAuth(t, s, access, ""); ans.status != 200 {
 			break
 		}
 	}
-	if status != 503 || problem != "rate_limiter_unavailable" {
-		t.Fatalf("check with Redis down: %d %q, want 503 rate_limiter_unavailable", status, problem)
+	if ans.status != 503 || ans.code != "rate_limiter_unavailable" {
+		t.Fatalf("check with Redis down: %+v, want 503 rate_limiter_unavailable", ans)
 	}
 
 	rs.Start()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if status, _ = forwardAuth(t, s, access); status == 200 {
+		if ans = forwardAuth(t, s, access, ""); ans.status == 200 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("check 10 s after Redis came back: %d", status)
+			t.Fatalf("check 10 s after Redis came back: %+v", ans)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -549,18 +549,8 @@ func TestCheckPathTrustsOnlyCheckTrustedProxies(t *testing.T) {
 				"DATABASE_URL=sqlite://"+filepath.Join(t.TempDir(), "authd.db"))
 			s.waitReady(t, http.StatusOK, 15*time.Second)
 			status := func(client string) int {
-				req, _ := http.NewRequest("GET", "http://"+s.http+"/authz/forward-auth", nil)
-				req.Header.Set("X-Forwarded-Method", "GET")
-				req.Header.Set("X-Forwarded-Host", "app.example")
-				req.Header.Set("X-Forwarded-Uri", "/")
 				// Traefik behind a balancer at 127.0.0.1 appended the balancer.
-				req.Header.Set("X-Forwarded-For", client+", 127.0.0.1")
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				return resp.StatusCode
+				return forwardAuth(t, s, "", client+", 127.0.0.1").status
 			}
 			if got := status("203.0.113.1"); got != 401 {
 				t.Fatalf("first client without a token: %d, want 401", got)
