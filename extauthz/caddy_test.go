@@ -22,14 +22,8 @@ import (
 // a failure, never a skip. It returns the binary and its version line.
 func caddyBinary(t *testing.T) (bin, version string) {
 	t.Helper()
-	bin, err := exec.LookPath("caddy")
-	if err != nil {
-		if _, err2 := os.Stat("/usr/bin/caddy"); err2 != nil {
-			t.Fatal("caddy is not installed; the Caddy end-to-end test needs it: apt-get install -y caddy " +
-				"(Debian bookworm's 2.6.2, as in CI; to try another release, put its caddy first in PATH)")
-		}
-		bin = "/usr/bin/caddy"
-	}
+	bin = proxyBinary(t, "caddy", "/usr/bin/caddy",
+		"apt-get install -y caddy (Debian bookworm's 2.6.2, as in CI; to try another release, put its caddy first in PATH)")
 	out, err := exec.Command(bin, "version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("caddy version: %v\n%s", err, out)
@@ -132,42 +126,8 @@ func TestCaddyForwardAuthEndToEnd(t *testing.T) {
 	t.Cleanup(authd.Close)
 	app, hits := echoUpstream(t)
 	base := startCaddy(t, authd.Listener.Addr().String(), app.Listener.Addr().String())
-	client := &http.Client{Timeout: 10 * time.Second}
-
-	// do and get take the (sub)test's t: a parent's t cannot fail from a subtest.
-	do := func(t *testing.T, method, path string, headers ...string) (*http.Response, string) {
-		t.Helper()
-		req, err := http.NewRequest(method, base+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < len(headers); i += 2 {
-			if strings.EqualFold(headers[i], "Host") {
-				req.Host = headers[i+1]
-				continue
-			}
-			req.Header.Add(headers[i], headers[i+1])
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp, string(body)
-	}
-	get := func(t *testing.T, path string, headers ...string) (*http.Response, string) {
-		t.Helper()
-		return do(t, "GET", path, headers...)
-	}
-	upstream := func(t *testing.T, body string) echoed {
-		t.Helper()
-		var got echoed
-		if err := json.Unmarshal([]byte(body), &got); err != nil {
-			t.Fatalf("not the upstream's answer: %q", body)
-		}
-		return got
-	}
+	proxy := newProxyClient(base)
+	do, get := proxy.do, proxy.get
 	// only holds that the upstream got header h exactly once, with value want.
 	only := func(t *testing.T, got echoed, h, want string) {
 		t.Helper()

@@ -1,17 +1,14 @@
 package extauthz_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,14 +20,7 @@ import (
 // to install: a missing proxy is a failure, never a skip.
 func nginxBinary(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, err2 := os.Stat("/usr/sbin/nginx"); err2 != nil {
-			t.Fatal("nginx is not installed; the nginx end-to-end test needs it: apt-get install -y nginx " +
-				"(Debian's build includes the auth_request module)")
-		}
-		bin = "/usr/sbin/nginx"
-	}
+	bin := proxyBinary(t, "nginx", "/usr/sbin/nginx", "apt-get install -y nginx (Debian's build includes the auth_request module)")
 	out, err := exec.Command(bin, "-V").CombinedOutput()
 	if err != nil {
 		t.Fatalf("nginx -V: %v\n%s", err, out)
@@ -39,16 +29,6 @@ func nginxBinary(t *testing.T) string {
 		t.Fatalf("%s was built without ngx_http_auth_request_module; install Debian's nginx (apt-get install -y nginx)", bin)
 	}
 	return bin
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // startNginx runs a private nginx (own prefix, config, port; not a daemon) with
@@ -108,24 +88,6 @@ http {
 	return "http://" + addr
 }
 
-// echoUpstream answers with the request headers it received, as JSON.
-func echoUpstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
-	t.Helper()
-	hits := &atomic.Int64{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"uri": r.RequestURI, "headers": r.Header})
-	}))
-	t.Cleanup(srv.Close)
-	return srv, hits
-}
-
-type echoed struct {
-	URI     string              `json:"uri"`
-	Headers map[string][]string `json:"headers"`
-}
-
 func TestNginxAuthRequestEndToEnd(t *testing.T) {
 	e := newEnv(t, func(c *extauthz.Config) {
 		c.Policy = policy(t, "rules:\n  - path_prefix: /public/\n    access: public\n")
@@ -137,40 +99,15 @@ func TestNginxAuthRequestEndToEnd(t *testing.T) {
 	t.Cleanup(authd.Close)
 	app, hits := echoUpstream(t)
 	base := startNginx(t, authd.URL, app.URL)
-	client := &http.Client{Timeout: 10 * time.Second}
-
-	get := func(path string, headers ...string) (*http.Response, string) {
-		t.Helper()
-		req, err := http.NewRequest("GET", base+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < len(headers); i += 2 {
-			req.Header.Add(headers[i], headers[i+1])
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp, string(body)
-	}
-	upstream := func(t *testing.T, body string) echoed {
-		t.Helper()
-		var got echoed
-		if err := json.Unmarshal([]byte(body), &got); err != nil {
-			t.Fatalf("not the upstream's answer: %q", body)
-		}
-		return got
-	}
+	proxy := newProxyClient(base)
+	get := proxy.get
 
 	alice := e.newUser()
 	alice.email = "" // no email claim: X-User-Email must be removed, not passed through
 	tok := e.token(alice)
 
 	t.Run("allowed with identity headers", func(t *testing.T) {
-		resp, body := get("/orders?page=2", "Authorization", "Bearer "+tok)
+		resp, body := get(t, "/orders?page=2", "Authorization", "Bearer "+tok)
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
@@ -186,7 +123,7 @@ func TestNginxAuthRequestEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("spoofed identity headers are stripped", func(t *testing.T) {
-		resp, body := get("/orders", "Authorization", "Bearer "+tok, "X-User-Id", "admin", "X-User-Email", "admin@evil.test", "X-Auth-MFA", "true")
+		resp, body := get(t, "/orders", "Authorization", "Bearer "+tok, "X-User-Id", "admin", "X-User-Email", "admin@evil.test", "X-Auth-MFA", "true")
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
@@ -201,7 +138,7 @@ func TestNginxAuthRequestEndToEnd(t *testing.T) {
 			t.Errorf("upstream X-Auth-MFA = %q", v)
 		}
 		// An anonymous allow (public route) strips them all.
-		resp, body = get("/public/page", "X-User-Id", "admin", "X-Session-Id", "s")
+		resp, body = get(t, "/public/page", "X-User-Id", "admin", "X-Session-Id", "s")
 		if resp.StatusCode != 200 {
 			t.Fatalf("public: status %d: %s", resp.StatusCode, body)
 		}
@@ -214,11 +151,11 @@ func TestNginxAuthRequestEndToEnd(t *testing.T) {
 	})
 	t.Run("denied", func(t *testing.T) {
 		before := hits.Load()
-		resp, _ := get("/orders")
+		resp, _ := get(t, "/orders")
 		if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != `Bearer realm="authd"` {
 			t.Fatalf("no token: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
-		resp, _ = get("/orders", "Authorization", "Bearer x.y.z", "X-Forwarded-Uri", "/public/x")
+		resp, _ = get(t, "/orders", "Authorization", "Bearer x.y.z", "X-Forwarded-Uri", "/public/x")
 		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
 			t.Fatalf("bad token: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
@@ -231,7 +168,7 @@ func TestNginxAuthRequestEndToEnd(t *testing.T) {
 		ut := e.token(u)
 		var resp *http.Response
 		for range 4 {
-			resp, _ = get("/orders", "Authorization", "Bearer "+ut)
+			resp, _ = get(t, "/orders", "Authorization", "Bearer "+ut)
 		}
 		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "20" {
 			t.Fatalf("over the limit: %d, Retry-After %q; want 429 and 20", resp.StatusCode, resp.Header.Get("Retry-After"))
@@ -242,13 +179,13 @@ func TestNginxAuthRequestEndToEnd(t *testing.T) {
 		ut := e.token(u)
 		e.src.setDown(true)
 		defer e.src.setDown(false)
-		resp, _ := get("/orders", "Authorization", "Bearer "+ut)
+		resp, _ := get(t, "/orders", "Authorization", "Bearer "+ut)
 		if resp.StatusCode != 503 {
 			t.Fatalf("store down: %d, want 503", resp.StatusCode)
 		}
 	})
 	t.Run("authd's own routes are not checked", func(t *testing.T) {
-		resp, body := get("/api/auth/login")
+		resp, body := get(t, "/api/auth/login")
 		if resp.StatusCode != 200 || body != "authd api" {
 			t.Fatalf("%d %q", resp.StatusCode, body)
 		}
