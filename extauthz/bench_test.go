@@ -83,8 +83,9 @@ func BenchmarkCheckHot(b *testing.B) {
 	checkLoop(b, e.checker, req, true)
 }
 
-// BenchmarkCheckHotRedis is the hot path as deployed: everything cached in process,
-// the one Redis round trip of the rate limit (EVALSHA) on the test Redis.
+// BenchmarkCheckHotRedis is the hot path with exact rate limits (RATE_LIMIT_CHECK_LEASE=1):
+// everything cached in process, one Redis round trip of the rate limit (EVALSHA) per
+// check on the test Redis. Deployed, the check path takes through leases (prodChecker).
 func BenchmarkCheckHotRedis(b *testing.B) {
 	rdb, prefix := testenv.Redis(b)
 	lim, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix})
@@ -209,8 +210,8 @@ func serveOn(b *testing.B, register func(*grpc.Server)) string {
 }
 
 // BenchmarkGRPCLoad is the load generator of `make bench`: it serves the Authorization
-// service on loopback (a real Checker: Redis rate limit, Redis session-state tier and
-// revocation subscription, decision log) and an empty Check server as the ceiling, and
+// service on loopback (a real Checker wired as deployed, prodChecker: leased Redis rate
+// limit, Redis session-state tier and revocation subscription, decision log) and an empty Check server as the ceiling, and
 // drives each with the same fixed number of requests (AUTHD_BENCH_REQUESTS, default
 // 20000) at concurrency 64, one user per worker, all on warm caches. It prints
 // throughput, p50, p99 and errors of both and their ratio in one table.
@@ -224,22 +225,7 @@ func BenchmarkGRPCLoad(b *testing.B) {
 		n = v
 	}
 	const conc = 64
-	rdb, prefix := prodRedis(b)
-	lim, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix, Timeout: 200 * time.Millisecond})
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := benchEnv(b, func(c *extauthz.Config) {
-		c.Limiter = lim
-		c.Redis, c.RedisPrefix = rdb, prefix
-		c.Bus = revocation.NewRedis(rdb, prefix+"revocations", nil)
-		c.Registerer = nil
-	})
-	runChecker(b, e.checker, rdb)
-	reqs := make([]*authv3.CheckRequest, conc)
-	for i := range reqs {
-		reqs[i] = checkRequest("GET", "/orders?page=2", map[string]string{"authorization": "Bearer " + e.token(e.newUser())})
-	}
+	e, reqs := prodChecker(b, conc)
 	// The same Checker's decision without Redis on the hot path (in-process limiter):
 	// what the rate limit's round trip costs.
 	mem := benchEnv(b, func(c *extauthz.Config) { c.Registerer = nil })
@@ -262,7 +248,7 @@ func BenchmarkGRPCLoad(b *testing.B) {
 				r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.throughput/ceiling.throughput)
 		}
 		fmt.Fprintf(&t, "(concurrency %d, GOMAXPROCS %d shared by client, server and Redis; ratio = throughput / the empty server's;\n"+
-			" \"authd Check\" is production: Redis rate limit (one EVALSHA) and Redis state tier; \"no Redis\" uses the in-process limiter)",
+			" \"authd Check\" is production: Redis rate limit through leases, Redis state tier; \"no Redis\" uses the in-process limiter)",
 			conc, runtime.GOMAXPROCS(0))
 		b.Log(t.String())
 		if real.errors > 0 {
@@ -273,6 +259,34 @@ func BenchmarkGRPCLoad(b *testing.B) {
 		b.ReportMetric(float64(real.p99.Microseconds()), "p99-µs")
 		b.ReportMetric(real.throughput/ceiling.throughput, "throughput-ratio")
 	}
+}
+
+// prodChecker is a Checker wired as cmd/authd wires it on Redis (the check path's leased
+// rate limiter, the Redis state tier, the revocation subscription), running, and a
+// check request for each of users new users.
+func prodChecker(b *testing.B, users int) (*env, []*authv3.CheckRequest) {
+	b.Helper()
+	rdb, prefix := prodRedis(b)
+	rl, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lim, err := ratelimit.NewLeases(rl, ratelimit.LeaseOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := benchEnv(b, func(c *extauthz.Config) {
+		c.Limiter = lim
+		c.Redis, c.RedisPrefix = rdb, prefix
+		c.Bus = revocation.NewRedis(rdb, prefix+"revocations", nil)
+		c.Registerer = nil
+	})
+	runChecker(b, e.checker, rdb)
+	reqs := make([]*authv3.CheckRequest, users)
+	for i := range reqs {
+		reqs[i] = checkRequest("GET", "/orders?page=2", map[string]string{"authorization": "Bearer " + e.token(e.newUser())})
+	}
+	return e, reqs
 }
 
 // prodRedis is a client to the test Redis built as cmd/authd's openRedis builds it
@@ -294,30 +308,15 @@ func prodRedis(b *testing.B) (*redis.Client, string) {
 }
 
 // BenchmarkGRPCCheckRedis drives b.N checks at concurrency 64 over gRPC into the
-// production Checker (Redis limiter and state tier, revocation subscription, decision
-// log), 256 users' tokens repeated, and reports this process's CPU time (load generator
+// production Checker (prodChecker: leased Redis limiter, Redis state tier, revocation
+// subscription, decision log), 256 users' tokens repeated, and reports this process's CPU time (load generator
 // and server) and redis-server's per check; for profiling the server side:
 //
 //	go test -run '^$' -bench GRPCCheckRedis -benchtime 100000x -cpuprofile cpu.out ./extauthz/
 //	go tool pprof -top -focus 'handleStream|batcher' extauthz.test cpu.out
 func BenchmarkGRPCCheckRedis(b *testing.B) {
 	const conc, users = 64, 256
-	rdb, prefix := prodRedis(b)
-	lim, err := ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix, Timeout: 200 * time.Millisecond})
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := benchEnv(b, func(c *extauthz.Config) {
-		c.Limiter = lim
-		c.Redis, c.RedisPrefix = rdb, prefix
-		c.Bus = revocation.NewRedis(rdb, prefix+"revocations", nil)
-		c.Registerer = nil
-	})
-	runChecker(b, e.checker, rdb)
-	reqs := make([]*authv3.CheckRequest, users)
-	for i := range reqs {
-		reqs[i] = checkRequest("GET", "/orders?page=2", map[string]string{"authorization": "Bearer " + e.token(e.newUser())})
-	}
+	e, reqs := prodChecker(b, users)
 	addr := serveOn(b, func(s *grpc.Server) { extauthz.NewGRPCServer(e.checker).Register(s) })
 	drive(b, "warm-up", addr, reqs, 2*users, conc)
 	redisPID := testenv.RedisPID(b)
