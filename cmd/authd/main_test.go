@@ -409,15 +409,7 @@ func TestCheckRateLimitAcrossReplicas(t *testing.T) {
 	b := startServer(t, dir, env...) // same keys under dir
 	b.waitReady(t, http.StatusOK, 15*time.Second)
 
-	creds := map[string]any{"email": testenv.RandomName("limit") + "@example.com", "password": "a long enough passphrase for e2e"}
-	if code, body := a.call(t, "POST", "/api/auth/register", "", creds); code != 201 {
-		t.Fatalf("register: %d %v", code, body)
-	}
-	code, tok := a.call(t, "POST", "/api/auth/login", "", creds)
-	if code != 200 {
-		t.Fatalf("login: %d %v", code, tok)
-	}
-	access, _ := tok["access_token"].(string)
+	access := newUserToken(t, a)
 
 	allowed, retryAfter := 0, ""
 	for i := range 60 {
@@ -451,6 +443,21 @@ func TestCheckRateLimitAcrossReplicas(t *testing.T) {
 	if reserve == nil || string(reserve[1]) == "0" {
 		t.Fatalf("replica A answered no check from its reserve:\n%s", grepLines(string(metrics), "lease"))
 	}
+}
+
+// newUserToken registers a new user on s, logs them in and returns their access token.
+func newUserToken(t *testing.T, s *server) string {
+	t.Helper()
+	creds := map[string]any{"email": testenv.RandomName("user") + "@example.com", "password": "a long enough passphrase for e2e"}
+	if code, body := s.call(t, "POST", "/api/auth/register", "", creds); code != 201 {
+		t.Fatalf("register: %d %v", code, body)
+	}
+	code, tok := s.call(t, "POST", "/api/auth/login", "", creds)
+	access, _ := tok["access_token"].(string)
+	if code != 200 || access == "" {
+		t.Fatalf("login: %d %v", code, tok)
+	}
+	return access
 }
 
 // checkAnswer is what the forward-auth endpoint answered.
@@ -493,15 +500,7 @@ func TestCheckPathFailsClosedWhileRedisIsDown(t *testing.T) {
 	s := startServer(t, t.TempDir(), "DATABASE_URL="+testenv.Postgres(t), "REDIS_URL=redis://"+rs.Addr(),
 		"REDIS_TIMEOUT=200ms", "RATE_LIMIT_CHECK_IP=0")
 	s.waitReady(t, http.StatusOK, 15*time.Second)
-	creds := map[string]any{"email": testenv.RandomName("outage") + "@example.com", "password": "a long enough passphrase for e2e"}
-	if code, body := s.call(t, "POST", "/api/auth/register", "", creds); code != 201 {
-		t.Fatalf("register: %d %v", code, body)
-	}
-	code, tok := s.call(t, "POST", "/api/auth/login", "", creds)
-	if code != 200 {
-		t.Fatalf("login: %d %v", code, tok)
-	}
-	access, _ := tok["access_token"].(string)
+	access := newUserToken(t, s)
 	if ans := forwardAuth(t, s, access, ""); ans.status != 200 {
 		t.Fatalf("check with Redis up: %+v", ans)
 	}
